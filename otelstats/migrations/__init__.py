@@ -1,0 +1,1 @@
+"""Alembic migrations. Revisions are written by hand and never import otelstats.models."""

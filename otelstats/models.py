@@ -1,0 +1,134 @@
+"""SQLAlchemy 2.0 tables: raw calls, time-bucketed rollups, conversation presence and all-time totals.
+
+Queries read `rollups` (cost grows with the time span, not with the number of calls); /metrics reads
+`metric_totals` and `metric_histograms` (cost grows with label sets only, and pruning raw calls never
+touches them, so Prometheus counters never go backwards). Schema changes go through migrations/.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BUCKET_SECONDS = 900
+"""Rollup bucket width. Every timezone offset is a multiple of 15 minutes, so local days of any
+zone (half-hour and 45-minute zones included) are exact unions of buckets."""
+
+LABEL = 256
+"""Width of label columns (model, provider, operation, error type)."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Call(Base):
+    """One inference call, as mapped by `records.span_to_record`."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("trace_id", "span_id", name="uq_calls_span"),
+        Index("ix_calls_start_ns", "start_ns"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    span_id: Mapped[str] = mapped_column(String(16))
+    start_ns: Mapped[int] = mapped_column(BigInteger)
+    end_ns: Mapped[int] = mapped_column(BigInteger)
+    operation: Mapped[str] = mapped_column(String(LABEL))
+    provider: Mapped[str] = mapped_column(String(LABEL))
+    model: Mapped[str] = mapped_column(String(LABEL))
+    request_model: Mapped[str | None] = mapped_column(String(LABEL))
+    response_model: Mapped[str | None] = mapped_column(String(LABEL))
+    server_address: Mapped[str | None] = mapped_column(String(LABEL))
+    server_port: Mapped[int | None] = mapped_column(Integer)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_source: Mapped[str] = mapped_column(String(16))
+    cached_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    streaming: Mapped[bool] = mapped_column(Boolean)
+    duration_s: Mapped[float] = mapped_column(Float)
+    time_to_first_chunk_s: Mapped[float | None] = mapped_column(Float)
+    tokens_per_second: Mapped[float | None] = mapped_column(Float)
+    finish_reasons: Mapped[str | None] = mapped_column(String(1024))
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(LABEL))
+    conversation_id: Mapped[str | None] = mapped_column(String(128))
+    service_name: Mapped[str | None] = mapped_column(String(LABEL))
+    service_instance_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class Rollup(Base):
+    """Sums per 15-minute bucket × model × provider × operation × outcome."""
+
+    __tablename__ = "rollups"
+
+    bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    model: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    counted_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    unreported_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_sum_s: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_sum_s: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    tps_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    tps_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConversationBucket(Base):
+    """A conversation seen in a bucket: distinct ids per period are counted exactly from here."""
+
+    __tablename__ = "conversation_buckets"
+    __table_args__ = (Index("ix_conversation_buckets_bucket", "bucket_start"),)
+
+    bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class MetricTotal(Base):
+    """All-time sums per Prometheus label set; never pruned."""
+
+    __tablename__ = "metric_totals"
+
+    operation: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    model: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_type: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    """'' when the call did not fail."""
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_sum_s: Mapped[float] = mapped_column(Float, default=0.0)
+    ttfc_sum_s: Mapped[float] = mapped_column(Float, default=0.0)
+    ttfc_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_token_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_token_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MetricHistogram(Base):
+    """All-time (non-cumulative) histogram bucket counts per label set, metric and bucket index.
+
+    `metric` is one of duration | ttfc | input_tokens | output_tokens; `le_index` indexes the
+    spec's boundaries in semconv (len(boundaries) means +Inf).
+    """
+
+    __tablename__ = "metric_histograms"
+
+    operation: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    model: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    error_type: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    le_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,221 @@
+"""CallRecord, the one row every source becomes, and `span_to_record`, the one pure mapping to it.
+
+The exporter, the OTLP receiver and the proxy all go through `span_to_record`, so a call means the
+same thing whichever way it arrived. Attribute values are untrusted: wrong types are ignored, strings
+are length-capped, and the function never raises on a GenAI span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from . import semconv
+
+Outcome = Literal["ok", "error", "cancelled", "incomplete"]
+TokensSource = Literal["reported", "counted", "none"]
+
+OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "cancelled", "incomplete")
+MAX_LABEL_LENGTH = 256
+"""Longest model/provider/operation/error name kept; longer values are cut (hostile servers)."""
+MAX_ID_LENGTH = 128
+UNKNOWN_MODEL = "unknown"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One inference call. Times are Unix nanoseconds; durations are seconds."""
+
+    trace_id: str
+    span_id: str
+    start_ns: int
+    end_ns: int
+    operation: str
+    provider: str
+    request_model: str | None
+    response_model: str | None
+    server_address: str | None
+    server_port: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    tokens_source: TokensSource
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    streaming: bool
+    time_to_first_chunk_s: float | None
+    finish_reasons: tuple[str, ...]
+    outcome: Outcome
+    error_type: str | None
+    conversation_id: str | None
+    service_name: str | None = None
+    service_instance_id: str | None = None
+
+    @property
+    def model(self) -> str:
+        """The requested model, falling back to the response model (DESIGN §4)."""
+        return self.request_model or self.response_model or UNKNOWN_MODEL
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.end_ns - self.start_ns, 0) / 1e9
+
+    @property
+    def latency_s(self) -> float | None:
+        """Time to first token of a successful call: the first chunk, or the whole call."""
+        if self.outcome != "ok":
+            return None
+        if self.streaming:
+            return self.time_to_first_chunk_s
+        return self.duration_s
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generation speed of a successful call (DESIGN §4), or None when it has no meaning."""
+        out = self.output_tokens
+        if self.outcome != "ok" or out is None:
+            return None
+        if self.streaming:
+            if out < 2 or self.time_to_first_chunk_s is None:
+                return None
+            generating = self.duration_s - self.time_to_first_chunk_s
+            return (out - 1) / generating if generating > 0 else None
+        if out < 1 or self.duration_s <= 0:
+            return None
+        return out / self.duration_s
+
+    @property
+    def total_tokens(self) -> int:
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
+class SpanLike(Protocol):
+    """What `span_to_record` reads: an SDK ReadableSpan, or one rebuilt from OTLP."""
+
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def start_time(self) -> int | None: ...
+    @property
+    def end_time(self) -> int | None: ...
+
+
+def _text(value: Any, limit: int = MAX_LABEL_LENGTH) -> str | None:
+    if isinstance(value, str) and value:
+        return value[:limit]
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A token count: a non-negative int (bools and floats with fractions are not counts)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value < 2**53:
+        return value
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    if seconds != seconds or seconds < 0 or seconds > 1e7:  # NaN, negative, absurd
+        return None
+    return seconds
+
+
+def _first(attrs: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _finish_reasons(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Sequence):
+        return ()
+    return tuple(v[:64] for v in value if isinstance(v, str))[:16]
+
+
+def _outcome(attrs: Mapping[str, Any], span: Any, error_type: str | None) -> Outcome:
+    declared = attrs.get(semconv.OTELSTATS_OUTCOME)
+    if declared in OUTCOMES:
+        return declared  # type: ignore[no-any-return]
+    status = getattr(getattr(span, "status", None), "status_code", None)
+    if error_type is not None or getattr(status, "name", None) == "ERROR":
+        return "error"
+    return "ok"
+
+
+def _hex_id(value: Any, width: int) -> str:
+    if isinstance(value, int):
+        return format(value, f"0{width}x")
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex().rjust(width, "0")
+    return str(value or "").rjust(width, "0")[:width]
+
+
+def is_genai(attributes: Mapping[str, Any] | None) -> bool:
+    return bool(attributes) and any(
+        name in attributes  # type: ignore[operator]
+        for name in semconv.GENAI_MARKERS
+    )
+
+
+def span_to_record(span: SpanLike) -> CallRecord | None:
+    """Map a finished GenAI span to a CallRecord; None for non-GenAI or unfinished spans."""
+    attrs = span.attributes
+    if attrs is None or not is_genai(attrs) or span.start_time is None or span.end_time is None:
+        return None
+    context = getattr(span, "context", None)
+    resource = getattr(getattr(span, "resource", None), "attributes", None) or {}
+
+    input_tokens = _count(
+        _first(attrs, semconv.USAGE_INPUT_TOKENS, semconv.LEGACY_USAGE_PROMPT_TOKENS)
+    )
+    output_tokens = _count(
+        _first(attrs, semconv.USAGE_OUTPUT_TOKENS, semconv.LEGACY_USAGE_COMPLETION_TOKENS)
+    )
+    declared_source = attrs.get(semconv.OTELSTATS_TOKENS_SOURCE)
+    tokens_source: TokensSource
+    if input_tokens is None and output_tokens is None:
+        tokens_source = "none"
+    elif declared_source == "counted":
+        tokens_source = "counted"
+    else:
+        tokens_source = "reported"
+
+    error_type = _text(attrs.get(semconv.ERROR_TYPE))
+    port = _count(attrs.get(semconv.SERVER_PORT))
+    return CallRecord(
+        trace_id=_hex_id(getattr(context, "trace_id", 0), 32),
+        span_id=_hex_id(getattr(context, "span_id", 0), 16),
+        start_ns=int(span.start_time),
+        end_ns=max(int(span.end_time), int(span.start_time)),
+        operation=_text(attrs.get(semconv.OPERATION_NAME)) or semconv.OPERATION_CHAT,
+        provider=_text(_first(attrs, semconv.PROVIDER_NAME, semconv.LEGACY_SYSTEM)) or "unknown",
+        request_model=_text(attrs.get(semconv.REQUEST_MODEL)),
+        response_model=_text(
+            _first(attrs, semconv.RESPONSE_MODEL, semconv.LEGACY_OPENAI_RESPONSE_MODEL)
+        ),
+        server_address=_text(attrs.get(semconv.SERVER_ADDRESS)),
+        server_port=port if port is not None and port <= 65535 else None,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        tokens_source=tokens_source,
+        cached_input_tokens=_count(attrs.get(semconv.USAGE_CACHE_READ_INPUT_TOKENS)),
+        reasoning_tokens=_count(attrs.get(semconv.USAGE_REASONING_OUTPUT_TOKENS)),
+        streaming=attrs.get(semconv.REQUEST_STREAM) is True,
+        time_to_first_chunk_s=_seconds(attrs.get(semconv.RESPONSE_TIME_TO_FIRST_CHUNK)),
+        finish_reasons=_finish_reasons(attrs.get(semconv.RESPONSE_FINISH_REASONS)),
+        outcome=_outcome(attrs, span, error_type),
+        error_type=error_type,
+        conversation_id=_text(attrs.get(semconv.CONVERSATION_ID), MAX_ID_LENGTH),
+        service_name=_text(resource.get("service.name")),
+        service_instance_id=_text(resource.get("service.instance.id"), MAX_ID_LENGTH),
+    )

@@ -1,0 +1,73 @@
+"""The GenAI semantic-convention names otelstats emits and reads, and the spec's bucket boundaries.
+
+Emitted names are the current ones; `LEGACY_*` aliases are only read (spans from older tools).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Span attributes (current GenAI semantic conventions).
+PROVIDER_NAME: Final = "gen_ai.provider.name"
+OPERATION_NAME: Final = "gen_ai.operation.name"
+REQUEST_MODEL: Final = "gen_ai.request.model"
+RESPONSE_MODEL: Final = "gen_ai.response.model"
+RESPONSE_ID: Final = "gen_ai.response.id"
+RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+REQUEST_STREAM: Final = "gen_ai.request.stream"
+REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+CONVERSATION_ID: Final = "gen_ai.conversation.id"
+TOKEN_TYPE: Final = "gen_ai.token.type"
+ERROR_TYPE: Final = "error.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+
+# Legacy names still written by older instrumentations; read, never emitted.
+LEGACY_SYSTEM: Final = "gen_ai.system"
+LEGACY_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+LEGACY_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+LEGACY_OPENAI_RESPONSE_MODEL: Final = "gen_ai.openai.response.model"
+
+# otelstats' own attributes, for what the conventions have no name for.
+OTELSTATS_OUTCOME: Final = "otelstats.outcome"
+"""ok | error | cancelled (stopped by the user) | incomplete (cut short by the server)."""
+OTELSTATS_TOKENS_SOURCE: Final = "otelstats.usage.source"
+"""reported (server usage) | counted (output chunks counted) | none (nothing known)."""
+OTELSTATS_CHUNKS: Final = "otelstats.response.chunks"
+OTELSTATS_LAST_CHUNK_TIME: Final = "otelstats.response.time_to_last_chunk"
+"""Seconds from request start to the last content chunk of a stream (for tokens/second)."""
+
+# Values.
+OPERATION_CHAT: Final = "chat"
+OPERATION_TEXT_COMPLETION: Final = "text_completion"
+OPERATION_EMBEDDINGS: Final = "embeddings"
+OPERATION_GENERATE_CONTENT: Final = "generate_content"
+PROVIDER_OPENAI: Final = "openai"
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+
+# Metrics.
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+METRIC_TIME_PER_OUTPUT_CHUNK: Final = "gen_ai.client.operation.time_per_output_chunk"
+
+# Explicit bucket boundaries the GenAI metric conventions advise.
+TOKEN_USAGE_BUCKETS: Final[tuple[float, ...]] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TIME_TO_FIRST_CHUNK_BUCKETS: Final = DURATION_BUCKETS
+TIME_PER_OUTPUT_CHUNK_BUCKETS: Final[tuple[float, ...]] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+
+GENAI_MARKERS: Final = (OPERATION_NAME, PROVIDER_NAME, LEGACY_SYSTEM)
+"""A span carrying any of these is a GenAI span; everything else is ignored."""

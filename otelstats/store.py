@@ -1,0 +1,209 @@
+"""The database: URL resolution, engines (SQLite pragmas or PostgreSQL), migrations, the writer.
+
+`Store.write(records)` is idempotent on (trace_id, span_id): a record already stored changes
+nothing, so retries after a crash or a duplicate delivery never double-count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from . import _deltas
+from .config import default_db_path
+from .errors import ConfigError, StorageError
+from .models import Call, ConversationBucket, MetricHistogram, MetricTotal, Rollup
+from .records import CallRecord
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+_PG_MIGRATION_LOCK = 0x6F74_6C73  # "otls": serialises concurrent migrate() calls on PostgreSQL
+_WRITE_OPTION = "otelstats_write"
+
+
+def resolve_url(db: str | Path | None) -> sa.URL:
+    """A file path or a SQLAlchemy URL → URL; None → the default file in the user data dir."""
+    if db is None or (isinstance(db, str) and not db.strip()):
+        db = default_db_path()
+    if isinstance(db, str) and "://" in db:
+        try:
+            url = make_url(db)
+        except ArgumentError as exc:
+            raise ConfigError(f"invalid database URL {db!r}: {exc}") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ConfigError(
+                f"unsupported database {url.get_backend_name()!r} in {db!r}: "
+                "use a file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+    path = Path(db).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--db {str(path)!r} is a directory; give a file path such as stats.db")
+    return sa.URL.create("sqlite", database=str(path.resolve()))
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def create_engine(url: sa.URL) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and write-lock-up-front writers."""
+    path = _sqlite_file(url)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the directory for the database {str(path)!r}: {exc.strerror}. "
+                "Choose another location with --db or OTELSTATS_DB."
+            ) from None
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would defer BEGIN; take it over so that
+        # writers can ask for BEGIN IMMEDIATE below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if path is not None:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads first and
+        # then writes can fail with SQLITE_BUSY at once instead of waiting the busy timeout.
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _insert(engine_or_conn: Engine | Connection, table: sa.Table) -> Any:
+    dialect = engine_or_conn.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _upsert_add(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], sums: Sequence[str]) -> None:
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: table.c[name] + stmt.excluded[name] for name in sums}
+    )
+    conn.execute(stmt, rows)
+
+
+class Store:
+    """One database: its engine, its schema and the only writer of its rows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, db: str | Path | None = None, *, migrate: bool = True) -> Store:
+        store = cls(create_engine(resolve_url(db)))
+        if migrate:
+            store.migrate()
+        return store
+
+    @property
+    def url(self) -> sa.URL:
+        return self.engine.url
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for PostgreSQL / in-memory."""
+        return _sqlite_file(self.engine.url)
+
+    def describe(self) -> str:
+        """Where the data lives, for messages (no password)."""
+        path = self.path
+        return str(path) if path else self.engine.url.render_as_string(hide_password=True)
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` (idempotent; safe from several processes at once)."""
+        self._alembic("upgrade", revision)
+
+    def downgrade(self, revision: str) -> None:
+        self._alembic("downgrade", revision)
+
+    def _alembic(self, action: str, revision: str) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option(
+            "script_location", str(resources.files("otelstats") / "migrations")
+        )
+        try:
+            with self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+                    config.attributes["connection"] = conn
+                    getattr(command, action)(config, revision)
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"cannot {action} the database at {self.describe()}: {exc.__class__.__name__}: "
+                f"{exc.orig if hasattr(exc, 'orig') else exc}"
+            ) from exc
+
+    def write(self, records: Sequence[CallRecord]) -> int:
+        """Persist records and their rollups in one transaction; returns how many were new."""
+        unique = list({(r.trace_id, r.span_id): r for r in records}.values())
+        if not unique:
+            return 0
+        calls = Call.__table__
+        with self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
+            with conn.begin():
+                stmt = (
+                    _insert(conn, calls)
+                    .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
+                    .returning(calls.c.trace_id, calls.c.span_id)
+                )
+                inserted = {
+                    (row.trace_id, row.span_id)
+                    for row in conn.execute(stmt, [_deltas.call_row(r) for r in unique])
+                }
+                new = [r for r in unique if (r.trace_id, r.span_id) in inserted]
+                self._write_rollups(conn, new)
+        return len(new)
+
+    def _write_rollups(self, conn: Connection, new: list[CallRecord]) -> None:
+        if not new:
+            return
+        _upsert_add(conn, Rollup.__table__, _deltas.rollup_rows(new), _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
+        conversations = _deltas.conversation_rows(new)
+        if conversations:
+            conn.execute(
+                _insert(conn, ConversationBucket.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
+                conversations,
+            )
+        totals, histograms = _deltas.total_rows(new)
+        _upsert_add(conn, MetricTotal.__table__, totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
+        _upsert_add(conn, MetricHistogram.__table__, histograms, ("count",))  # type: ignore[arg-type]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
