@@ -1,0 +1,1 @@
+"""Every aggregate otelstats shows (placeholder until the query layer lands)."""
