@@ -6,8 +6,10 @@ transaction does nothing but I/O.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import semconv
@@ -20,6 +22,7 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {
     "input_tokens": semconv.TOKEN_USAGE_BUCKETS,
     "output_tokens": semconv.TOKEN_USAGE_BUCKETS,
 }
+"""Boundaries per metric_histograms.metric (the collector reads the same table)."""
 
 Row = dict[str, Any]
 
@@ -32,38 +35,73 @@ def bucket_of(start_ns: int) -> int:
 
 def le_index(boundaries: Sequence[float], value: float) -> int:
     """Index of the first boundary >= value (Prometheus `le` semantics); len() means +Inf."""
-    return bisect.bisect_left(boundaries, value)
+    return bisect_left(boundaries, value)
+
+
+CALL_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "start_ns",
+    "end_ns",
+    "operation",
+    "provider",
+    "model",
+    "request_model",
+    "response_model",
+    "server_address",
+    "server_port",
+    "input_tokens",
+    "output_tokens",
+    "tokens_source",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "streaming",
+    "duration_s",
+    "time_to_first_chunk_s",
+    "tokens_per_second",
+    "finish_reasons",
+    "outcome",
+    "error_type",
+    "conversation_id",
+    "service_name",
+    "service_instance_id",
+)
+
+
+def call_values(r: CallRecord) -> tuple[Any, ...]:
+    """The `calls` row of a record, in CALL_COLUMNS order (a tuple: the writer's hot path)."""
+    return (
+        r.trace_id,
+        r.span_id,
+        r.start_ns,
+        r.end_ns,
+        r.operation,
+        r.provider,
+        r.model,
+        r.request_model,
+        r.response_model,
+        r.server_address,
+        r.server_port,
+        r.input_tokens,
+        r.output_tokens,
+        r.tokens_source,
+        r.cached_input_tokens,
+        r.reasoning_tokens,
+        r.streaming,
+        r.duration_s,
+        r.time_to_first_chunk_s,
+        r.tokens_per_second,
+        ",".join(r.finish_reasons) or None,
+        r.outcome,
+        r.error_type,
+        r.conversation_id,
+        r.service_name,
+        r.service_instance_id,
+    )
 
 
 def call_row(record: CallRecord) -> Row:
-    return {
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "start_ns": record.start_ns,
-        "end_ns": record.end_ns,
-        "operation": record.operation,
-        "provider": record.provider,
-        "model": record.model,
-        "request_model": record.request_model,
-        "response_model": record.response_model,
-        "server_address": record.server_address,
-        "server_port": record.server_port,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-        "tokens_source": record.tokens_source,
-        "cached_input_tokens": record.cached_input_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "streaming": record.streaming,
-        "duration_s": record.duration_s,
-        "time_to_first_chunk_s": record.time_to_first_chunk_s,
-        "tokens_per_second": record.tokens_per_second,
-        "finish_reasons": ",".join(record.finish_reasons) or None,
-        "outcome": record.outcome,
-        "error_type": record.error_type,
-        "conversation_id": record.conversation_id,
-        "service_name": record.service_name,
-        "service_instance_id": record.service_instance_id,
-    }
+    return dict(zip(CALL_COLUMNS, call_values(record), strict=True))
 
 
 ROLLUP_SUMS = (
@@ -90,91 +128,102 @@ TOTAL_SUMS = (
     "input_token_calls",
     "output_token_calls",
 )
-
-
-def _add(target: Row, values: Row) -> None:
-    for key, value in values.items():
-        target[key] = target.get(key, 0) + value
-
-
-def rollup_rows(records: Iterable[CallRecord]) -> list[Row]:
-    """One additive row per (bucket, model, provider, operation, outcome)."""
-    folded: dict[tuple[Any, ...], Row] = {}
-    for r in records:
-        key = (bucket_of(r.start_ns), r.model, r.provider, r.operation, r.outcome)
-        row = folded.setdefault(
-            key,
-            dict(zip(("bucket_start", "model", "provider", "operation", "outcome"), key))
-            | dict.fromkeys(ROLLUP_SUMS, 0),
-        )
-        latency, tps = r.latency_s, r.tokens_per_second
-        _add(
-            row,
-            {
-                "requests": 1,
-                "input_tokens": r.input_tokens or 0,
-                "output_tokens": r.output_tokens or 0,
-                "cached_input_tokens": r.cached_input_tokens or 0,
-                "reasoning_tokens": r.reasoning_tokens or 0,
-                "counted_calls": int(r.tokens_source == "counted"),
-                "unreported_calls": int(r.tokens_source == "none"),
-                "duration_sum_s": r.duration_s,
-                "latency_sum_s": latency or 0.0,
-                "latency_count": int(latency is not None),
-                "tps_sum": tps or 0.0,
-                "tps_count": int(tps is not None),
-            },
-        )
-    return list(folded.values())
-
-
-def conversation_rows(records: Iterable[CallRecord]) -> list[Row]:
-    seen = {
-        (bucket_of(r.start_ns), r.conversation_id) for r in records if r.conversation_id
-    }
-    return [{"bucket_start": b, "conversation_id": c} for b, c in sorted(seen)]
-
-
-def _label_key(r: CallRecord) -> tuple[str, str, str, str, str]:
-    return (r.operation, r.provider, r.model, r.outcome, r.error_type or "")
-
-
+ROLLUP_KEYS = ("bucket_start", "model", "provider", "operation", "outcome")
 LABEL_NAMES = ("operation", "provider", "model", "outcome", "error_type")
+HISTOGRAM_KEYS = (*LABEL_NAMES, "metric", "le_index")
+
+# One fold per record into (bucket, model, provider, operation, outcome, error_type) with these
+# sums; rollups and totals are then regrouped from the few folded rows, not from every record.
+_FOLD_SUMS = (*ROLLUP_SUMS, "ttfc_sum_s", "ttfc_count", "input_token_calls", "output_token_calls")
+_ROLLUP_IDX = tuple(_FOLD_SUMS.index(name) for name in ROLLUP_SUMS)
+_TOTAL_IDX = tuple(_FOLD_SUMS.index(name) for name in TOTAL_SUMS)
 
 
-def total_rows(records: Iterable[CallRecord]) -> tuple[list[Row], list[Row]]:
-    """All-time deltas per label set: (metric_totals rows, metric_histograms rows)."""
-    totals: dict[tuple[str, ...], Row] = {}
-    hist: dict[tuple[Any, ...], int] = {}
-    for r in records:
-        key = _label_key(r)
-        row = totals.setdefault(key, dict(zip(LABEL_NAMES, key)) | dict.fromkeys(TOTAL_SUMS, 0))
-        ttfc = r.time_to_first_chunk_s if r.streaming else None
-        _add(
-            row,
-            {
-                "requests": 1,
-                "input_tokens": r.input_tokens or 0,
-                "output_tokens": r.output_tokens or 0,
-                "duration_sum_s": r.duration_s,
-                "ttfc_sum_s": ttfc or 0.0,
-                "ttfc_count": int(ttfc is not None),
-                "input_token_calls": int(r.input_tokens is not None),
-                "output_token_calls": int(r.output_tokens is not None),
-            },
-        )
-        observed: dict[str, float | None] = {
-            "duration": r.duration_s,
-            "ttfc": ttfc,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
-        }
-        for metric, value in observed.items():
-            if value is not None:
-                index = le_index(HISTOGRAMS[metric], value)
-                hist[(*key, metric, index)] = hist.get((*key, metric, index), 0) + 1
-    hist_rows = [
-        dict(zip((*LABEL_NAMES, "metric", "le_index"), key)) | {"count": count}
-        for key, count in hist.items()
+@dataclass
+class Deltas:
+    """Additive rows for every derived table, from one batch of new records."""
+
+    rollups: list[Row] = field(default_factory=list)
+    conversations: list[Row] = field(default_factory=list)
+    totals: list[Row] = field(default_factory=list)
+    histograms: list[Row] = field(default_factory=list)
+
+
+def _regroup(
+    folded: dict[tuple[Any, ...], list[float]],
+    key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    indices: tuple[int, ...],
+    key_names: tuple[str, ...],
+    sum_names: tuple[str, ...],
+) -> list[Row]:
+    grouped: dict[tuple[Any, ...], list[float]] = {}
+    for key, sums in folded.items():
+        target = grouped.setdefault(key_of(key), [0] * len(indices))
+        for slot, index in enumerate(indices):
+            target[slot] += sums[index]
+    return [
+        dict(zip(key_names, key, strict=True)) | dict(zip(sum_names, sums, strict=True))
+        for key, sums in grouped.items()
     ]
-    return list(totals.values()), hist_rows
+
+
+def fold(records: Iterable[CallRecord]) -> Deltas:
+    """Fold new records into the additive deltas of rollups, conversations and totals."""
+    folded: dict[tuple[Any, ...], list[float]] = {}
+    histograms: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+    conversations: set[tuple[int, str]] = set()
+    duration_bounds, token_bounds = semconv.DURATION_BUCKETS, semconv.TOKEN_USAGE_BUCKETS
+    for r in records:
+        bucket, model, error_type = bucket_of(r.start_ns), r.model, r.error_type or ""
+        latency, tps, duration = r.latency_s, r.tokens_per_second, r.duration_s
+        input_tokens, output_tokens, source = r.input_tokens, r.output_tokens, r.tokens_source
+        ttfc = r.time_to_first_chunk_s if r.streaming else None
+        values = (
+            1,
+            input_tokens or 0,
+            output_tokens or 0,
+            r.cached_input_tokens or 0,
+            r.reasoning_tokens or 0,
+            int(source == "counted"),
+            int(source == "none"),
+            duration,
+            latency or 0.0,
+            int(latency is not None),
+            tps or 0.0,
+            int(tps is not None),
+            ttfc or 0.0,
+            int(ttfc is not None),
+            int(input_tokens is not None),
+            int(output_tokens is not None),
+        )
+        key = (bucket, model, r.provider, r.operation, r.outcome, error_type)
+        sums = folded.get(key)
+        if sums is None:
+            folded[key] = list(values)
+        else:
+            for i, value in enumerate(values):
+                sums[i] += value
+        labels = (r.operation, r.provider, model, r.outcome, error_type)
+        observed = [("duration", bisect_left(duration_bounds, duration))]
+        if ttfc is not None:
+            observed.append(("ttfc", bisect_left(duration_bounds, ttfc)))
+        if input_tokens is not None:
+            observed.append(("input_tokens", bisect_left(token_bounds, input_tokens)))
+        if output_tokens is not None:
+            observed.append(("output_tokens", bisect_left(token_bounds, output_tokens)))
+        for metric, index in observed:
+            slot = (*labels, metric, index)
+            histograms[slot] += 1
+        if r.conversation_id:
+            conversations.add((bucket, r.conversation_id))
+    return Deltas(
+        rollups=_regroup(folded, lambda k: k[:5], _ROLLUP_IDX, ROLLUP_KEYS, ROLLUP_SUMS),
+        conversations=[{"bucket_start": b, "conversation_id": c} for b, c in sorted(conversations)],
+        totals=_regroup(
+            folded, lambda k: (k[3], k[2], k[1], k[4], k[5]), _TOTAL_IDX, LABEL_NAMES, TOTAL_SUMS
+        ),
+        histograms=[
+            dict(zip(HISTOGRAM_KEYS, key, strict=True)) | {"count": count}
+            for key, count in histograms.items()
+        ],
+    )

@@ -85,8 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OTELSTATS_STREAM_USAGE",
         True,
         _parse_bool,
-        "Ask streaming chat calls for usage (stream_options.include_usage) when the caller did not; "
-        "the extra usage-only chunk is hidden from the caller.",
+        "Ask streaming chat calls for usage (stream_options.include_usage) when the caller did "
+        "not; the extra usage-only chunk is hidden from the caller.",
     ),
     Setting(
         "capture_content",
@@ -111,6 +111,14 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_positive_int,
         "On /metrics, the top N models by requests keep their own label; the rest become `other`.",
     ),
+    Setting(
+        "metrics_port",
+        "OTELSTATS_METRICS_PORT",
+        None,
+        _parse_port,
+        "`instrument()` / `otelstats run`: serve the process's live gen_ai_* metrics for "
+        "Prometheus on 127.0.0.1 at this port (unset: no metrics server).",
+    ),
 )
 
 
@@ -126,6 +134,7 @@ class Settings:
     capture_content: bool = False
     export_interval_ms: int = 1000
     metrics_model_limit: int = 50
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,8 +1,9 @@
-"""SQLAlchemy 2.0 tables: raw calls, time-bucketed rollups, conversation presence and all-time totals.
+"""SQLAlchemy 2.0 tables: raw calls, time-bucketed rollups, conversations seen, all-time totals.
 
-Queries read `rollups` (cost grows with the time span, not with the number of calls); /metrics reads
-`metric_totals` and `metric_histograms` (cost grows with label sets only, and pruning raw calls never
-touches them, so Prometheus counters never go backwards). Schema changes go through migrations/.
+Queries read `rollups` (cost grows with the time span, not with the number of calls); /metrics
+reads `metric_totals` and `metric_histograms` (cost grows with label sets only, and pruning raw
+calls never touches them, so Prometheus counters never go backwards). Schema changes go through
+migrations/.
 """
 
 from __future__ import annotations

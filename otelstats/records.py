@@ -1,8 +1,8 @@
 """CallRecord, the one row every source becomes, and `span_to_record`, the one pure mapping to it.
 
-The exporter, the OTLP receiver and the proxy all go through `span_to_record`, so a call means the
-same thing whichever way it arrived. Attribute values are untrusted: wrong types are ignored, strings
-are length-capped, and the function never raises on a GenAI span.
+The exporter, the OTLP receiver and the proxy all go through `span_to_record`, so a call means
+the same thing whichever way it arrived. Attribute values are untrusted: wrong types are ignored,
+strings are length-capped, and the function never raises on a GenAI span.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class CallRecord:
 
     @property
     def duration_s(self) -> float:
-        return max(self.end_ns - self.start_ns, 0) / 1e9
+        elapsed = self.end_ns - self.start_ns
+        return elapsed / 1e9 if elapsed > 0 else 0.0
 
     @property
     def latency_s(self) -> float | None:

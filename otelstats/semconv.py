@@ -22,7 +22,7 @@ USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 CONVERSATION_ID: Final = "gen_ai.conversation.id"
-TOKEN_TYPE: Final = "gen_ai.token.type"
+TOKEN_TYPE: Final = "gen_ai.token.type"  # noqa: S105 (a name, not a secret)
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
@@ -48,11 +48,11 @@ OPERATION_TEXT_COMPLETION: Final = "text_completion"
 OPERATION_EMBEDDINGS: Final = "embeddings"
 OPERATION_GENERATE_CONTENT: Final = "generate_content"
 PROVIDER_OPENAI: Final = "openai"
-TOKEN_TYPE_INPUT: Final = "input"
-TOKEN_TYPE_OUTPUT: Final = "output"
+TOKEN_TYPE_INPUT: Final = "input"  # noqa: S105
+TOKEN_TYPE_OUTPUT: Final = "output"  # noqa: S105
 
 # Metrics.
-METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"  # noqa: S105
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_TIME_PER_OUTPUT_CHUNK: Final = "gen_ai.client.operation.time_per_output_chunk"

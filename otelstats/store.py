@@ -6,6 +6,7 @@ nothing, so retries after a crash or a duplicate delivery never double-count.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from importlib import resources
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 _PG_MIGRATION_LOCK = 0x6F74_6C73  # "otls": serialises concurrent migrate() calls on PostgreSQL
 _WRITE_OPTION = "otelstats_write"
+_SQLITE_INSERT_CALLS = (
+    f"INSERT OR IGNORE INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
+    f"VALUES ({', '.join('?' * len(_deltas.CALL_COLUMNS))})"
+)
 
 
 def resolve_url(db: str | Path | None) -> sa.URL:
@@ -104,15 +109,21 @@ def _insert(engine_or_conn: Engine | Connection, table: sa.Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _upsert_add(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], sums: Sequence[str]) -> None:
-    if not rows:
-        return
-    stmt = _insert(conn, table)
+@functools.lru_cache(maxsize=16)
+def _upsert_statement(dialect: str, table: sa.Table, sums: tuple[str, ...]) -> Any:
+    """INSERT … ON CONFLICT (primary key) DO UPDATE SET sum = sum + excluded.sum, built once."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     keys = [c.name for c in table.primary_key.columns]
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=keys, set_={name: table.c[name] + stmt.excluded[name] for name in sums}
     )
-    conn.execute(stmt, rows)
+
+
+def _upsert_add(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], sums: tuple[str, ...]
+) -> None:
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, sums), rows)
 
 
 class Store:
@@ -154,16 +165,13 @@ class Store:
         from alembic.config import Config
 
         config = Config()
-        config.set_main_option(
-            "script_location", str(resources.files("otelstats") / "migrations")
-        )
+        config.set_main_option("script_location", str(resources.files("otelstats") / "migrations"))
         try:
-            with self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
-                with conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
-                    config.attributes["connection"] = conn
-                    getattr(command, action)(config, revision)
+            with self._writer() as conn, conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+                config.attributes["connection"] = conn
+                getattr(command, action)(config, revision)
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"cannot {action} the database at {self.describe()}: {exc.__class__.__name__}: "
@@ -175,35 +183,71 @@ class Store:
         unique = list({(r.trace_id, r.span_id): r for r in records}.values())
         if not unique:
             return 0
-        calls = Call.__table__
-        with self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
-            with conn.begin():
-                stmt = (
-                    _insert(conn, calls)
-                    .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
-                    .returning(calls.c.trace_id, calls.c.span_id)
-                )
-                inserted = {
-                    (row.trace_id, row.span_id)
-                    for row in conn.execute(stmt, [_deltas.call_row(r) for r in unique])
-                }
-                new = [r for r in unique if (r.trace_id, r.span_id) in inserted]
-                self._write_rollups(conn, new)
+        with self._writer() as conn, conn.begin():
+            new = self._insert_new_calls(conn, unique)
+            self._write_rollups(conn, new)
         return len(new)
+
+    def _insert_new_calls(self, conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
+        """Insert the records not stored yet; return exactly those (so rollups count them once)."""
+        if conn.dialect.name == "sqlite":
+            # BEGIN IMMEDIATE holds the write lock: what the SELECT sees cannot change before
+            # the INSERT, and raw executemany is several times faster than RETURNING per row.
+            # The common case has no duplicates: try them all and check the count; only when
+            # some were already stored, undo and filter them out first.
+            savepoint = conn.begin_nested()
+            result = conn.exec_driver_sql(
+                _SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in records]
+            )
+            if result.rowcount == len(records):
+                savepoint.commit()
+                return records
+            savepoint.rollback()
+            stored = self._stored_ids(conn, records)
+            new = [r for r in records if (r.trace_id, r.span_id) not in stored]
+            if new:
+                conn.exec_driver_sql(_SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in new])
+            return new
+        # PostgreSQL: concurrent writers do not serialise, so let the unique index decide.
+        calls: sa.Table = Call.__table__  # type: ignore[assignment]
+        stmt = (
+            _insert(conn, calls)
+            .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
+            .returning(calls.c.trace_id, calls.c.span_id)
+        )
+        rows = [_deltas.call_row(r) for r in records]
+        inserted = {(row.trace_id, row.span_id) for row in conn.execute(stmt, rows)}
+        return [r for r in records if (r.trace_id, r.span_id) in inserted]
+
+    @staticmethod
+    def _stored_ids(conn: Connection, records: list[CallRecord]) -> set[tuple[str, str]]:
+        calls: sa.Table = Call.__table__  # type: ignore[assignment]
+        # trace_id leads the unique index, so this is an index lookup, not a scan.
+        trace_ids = sorted({r.trace_id for r in records})
+        stored: set[tuple[str, str]] = set()
+        for i in range(0, len(trace_ids), 500):  # stay under SQLite's bound-parameter limit
+            query = sa.select(calls.c.trace_id, calls.c.span_id).where(
+                calls.c.trace_id.in_(trace_ids[i : i + 500])
+            )
+            stored.update((row.trace_id, row.span_id) for row in conn.execute(query))
+        return stored
+
+    def _writer(self) -> Connection:
+        """A connection whose transactions take the SQLite write lock at BEGIN."""
+        return self.engine.connect().execution_options(**{_WRITE_OPTION: True})
 
     def _write_rollups(self, conn: Connection, new: list[CallRecord]) -> None:
         if not new:
             return
-        _upsert_add(conn, Rollup.__table__, _deltas.rollup_rows(new), _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
-        conversations = _deltas.conversation_rows(new)
-        if conversations:
+        deltas = _deltas.fold(new)
+        _upsert_add(conn, Rollup.__table__, deltas.rollups, _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
+        if deltas.conversations:
             conn.execute(
                 _insert(conn, ConversationBucket.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
-                conversations,
+                deltas.conversations,
             )
-        totals, histograms = _deltas.total_rows(new)
-        _upsert_add(conn, MetricTotal.__table__, totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
-        _upsert_add(conn, MetricHistogram.__table__, histograms, ("count",))  # type: ignore[arg-type]
+        _upsert_add(conn, MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
+        _upsert_add(conn, MetricHistogram.__table__, deltas.histograms, ("count",))  # type: ignore[arg-type]
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -18,8 +18,8 @@ depends_on = None
 LABEL = 256
 
 
-def _label(name: str, **kw: bool) -> sa.Column[str]:
-    return sa.Column(name, sa.String(LABEL), nullable=False, **kw)
+def _label(name: str, *, primary_key: bool = False) -> sa.Column[str]:
+    return sa.Column(name, sa.String(LABEL), nullable=False, primary_key=primary_key)
 
 
 def upgrade() -> None:

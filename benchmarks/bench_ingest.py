@@ -1,0 +1,126 @@
+"""Ingest: records persisted per second by Store.write (rollups included) against raw sqlite3
+executemany of the same rows into the same `calls` table, side by side in one run.
+
+    .venv/bin/python -m benchmarks.bench_ingest            # full: 200k records, 5 rounds
+    .venv/bin/python -m benchmarks.bench_ingest --quick    # CI: a few thousand, 2 rounds
+    .venv/bin/python -m benchmarks.bench_ingest --pg postgresql+psycopg://postgres@127.0.0.1/test
+
+Target (issue 8): Store.write at least 50 % of raw executemany. Medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from otelstats import _deltas
+from otelstats.records import CallRecord
+from otelstats.store import Store
+
+BATCH = 512  # the BatchSpanProcessor's default max_export_batch_size
+
+
+def make_records(n: int, offset: int) -> list[CallRecord]:
+    base = 1_780_000_000 * 10**9
+    models = ("gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "qwen2.5-7b", "mistral-7b")
+    out = []
+    for i in range(offset, offset + n):
+        start = base + i * 1_700_000_000  # ~1.7 s apart: many buckets, realistic spread
+        out.append(
+            CallRecord(
+                trace_id=f"{i:032x}",
+                span_id=f"{i:016x}",
+                start_ns=start,
+                end_ns=start + 900_000_000,
+                operation="chat",
+                provider="openai",
+                request_model=models[i % len(models)],
+                response_model=None,
+                server_address="127.0.0.1",
+                server_port=8000,
+                input_tokens=100 + i % 50,
+                output_tokens=200 + i % 70,
+                tokens_source="reported",
+                cached_input_tokens=None,
+                reasoning_tokens=None,
+                streaming=i % 2 == 0,
+                time_to_first_chunk_s=0.12 if i % 2 == 0 else None,
+                finish_reasons=("stop",),
+                outcome="ok" if i % 20 else "error",
+                error_type=None if i % 20 else "APIError",
+                conversation_id=f"conv-{i // 8}",
+            )
+        )
+    return out
+
+
+def bench_store(store: Store, records: list[CallRecord]) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(records), BATCH):
+        store.write(records[i : i + BATCH])
+    return len(records) / (time.perf_counter() - start)
+
+
+def bench_raw(path: Path, records: list[CallRecord]) -> float:
+    """Raw sqlite3 executemany into the same migrated schema (calls only, no rollups)."""
+    rows = [_deltas.call_row(r) for r in records]
+    columns = list(rows[0])
+    sql = f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    start = time.perf_counter()
+    for i in range(0, len(rows), BATCH):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, [tuple(r[c] for c in columns) for r in rows[i : i + BATCH]])
+        conn.execute("COMMIT")
+    rate = len(rows) / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small and fast, for CI")
+    parser.add_argument("-n", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pg", help="also measure Store.write on this PostgreSQL URL")
+    args = parser.parse_args()
+    n, rounds = (3_000, 2) if args.quick else (args.n, args.rounds)
+
+    ours, raw, pg = [], [], []
+    for round_ in range(rounds):
+        records = make_records(n, round_ * n)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store.open(Path(tmp) / "ours.db")
+            ours.append(bench_store(store, records))
+            store.dispose()
+            raw_store = Store.open(Path(tmp) / "raw.db")  # same schema via the migrations
+            raw_store.dispose()
+            raw.append(bench_raw(Path(tmp) / "raw.db", records))
+        if args.pg:
+            pg_store = Store.open(args.pg)
+            with pg_store.engine.begin() as conn:
+                for table in ("calls", "rollups", "conversation_buckets", "metric_totals",
+                              "metric_histograms"):  # fmt: skip
+                    conn.execute(sa.text(f"DELETE FROM {table}"))
+            pg.append(bench_store(pg_store, records))
+            pg_store.dispose()
+
+    ours_m, raw_m = statistics.median(ours), statistics.median(raw)
+    print(f"records per round: {n}, rounds: {rounds}, batch: {BATCH}")
+    print(f"raw sqlite3 executemany (calls only): {raw_m:12,.0f} rows/s")
+    print(f"otelstats Store.write (+rollups):     {ours_m:12,.0f} records/s")
+    print(f"ratio (target >= 0.50):               {ours_m / raw_m:12.2f}")
+    if pg:
+        print(f"otelstats Store.write on PostgreSQL:  {statistics.median(pg):12,.0f} records/s")
+
+
+if __name__ == "__main__":
+    main()
