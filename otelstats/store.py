@@ -90,6 +90,8 @@ def create_engine(url: sa.URL) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path is not None:
+            # Only takes effect on a new file; lets retention give space back in small steps.
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -98,7 +100,10 @@ def create_engine(url: sa.URL) -> Engine:
     def _on_begin(connection: Connection) -> None:
         # Writers take the write lock up front: a deferred transaction that reads first and
         # then writes can fail with SQLITE_BUSY at once instead of waiting the busy timeout.
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # VACUUM and friends must run outside any transaction
+        write = options.get(_WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
@@ -167,7 +172,7 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(resources.files("otelstats") / "migrations"))
         try:
-            with self._writer() as conn, conn.begin():
+            with self.writer() as conn, conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
                 config.attributes["connection"] = conn
@@ -183,7 +188,7 @@ class Store:
         unique = list({(r.trace_id, r.span_id): r for r in records}.values())
         if not unique:
             return 0
-        with self._writer() as conn, conn.begin():
+        with self.writer() as conn, conn.begin():
             new = self._insert_new_calls(conn, unique)
             self._write_rollups(conn, new)
         return len(new)
@@ -232,7 +237,7 @@ class Store:
             stored.update((row.trace_id, row.span_id) for row in conn.execute(query))
         return stored
 
-    def _writer(self) -> Connection:
+    def writer(self) -> Connection:
         """A connection whose transactions take the SQLite write lock at BEGIN."""
         return self.engine.connect().execution_options(**{_WRITE_OPTION: True})
 
