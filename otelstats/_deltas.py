@@ -145,6 +145,11 @@ class Deltas:
 
     rollups: list[Row] = field(default_factory=list)
     conversations: list[Row] = field(default_factory=list)
+    """conversation_buckets rows."""
+    first_seen: list[Row] = field(default_factory=list)
+    """conversations rows (insert-if-absent)."""
+    days: list[Row] = field(default_factory=list)
+    """day_generations increments, one per UTC day touched."""
     totals: list[Row] = field(default_factory=list)
     histograms: list[Row] = field(default_factory=list)
 

@@ -95,6 +95,29 @@ class ConversationBucket(Base):
     conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
+class Conversation(Base):
+    """Every conversation ever seen, once: the All Time count without a DISTINCT over buckets."""
+
+    __tablename__ = "conversations"
+
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_bucket: Mapped[int] = mapped_column(BigInteger)
+
+
+class DayGeneration(Base):
+    """A counter per UTC day, bumped by every write that touches one of its buckets.
+
+    Caches of aggregated past days compare generations to know whether a day changed (late or
+    imported data) without re-reading its rollups.
+    """
+
+    __tablename__ = "day_generations"
+
+    utc_day: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Unix seconds // 86400."""
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class MetricTotal(Base):
     """All-time sums per Prometheus label set; never pruned."""
 

@@ -22,7 +22,15 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from . import _deltas
 from .config import default_db_path
 from .errors import ConfigError, StorageError
-from .models import Call, ConversationBucket, MetricHistogram, MetricTotal, Rollup
+from .models import (
+    Call,
+    Conversation,
+    ConversationBucket,
+    DayGeneration,
+    MetricHistogram,
+    MetricTotal,
+    Rollup,
+)
 from .records import CallRecord
 
 log = logging.getLogger(__name__)
@@ -246,11 +254,13 @@ class Store:
             return
         deltas = _deltas.fold(new)
         _upsert_add(conn, Rollup.__table__, deltas.rollups, _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
-        if deltas.conversations:
-            conn.execute(
-                _insert(conn, ConversationBucket.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
-                deltas.conversations,
-            )
+        for table, rows in (
+            (ConversationBucket.__table__, deltas.conversations),
+            (Conversation.__table__, deltas.first_seen),
+        ):
+            if rows:
+                conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)  # type: ignore[arg-type]
+        _upsert_add(conn, DayGeneration.__table__, deltas.days, ("generation",))  # type: ignore[arg-type]
         _upsert_add(conn, MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
         _upsert_add(conn, MetricHistogram.__table__, deltas.histograms, ("count",))  # type: ignore[arg-type]
 

@@ -1,4 +1,5 @@
-"""The first schema: calls, rollups, conversation_buckets, metric_totals, metric_histograms.
+"""The first schema: calls, rollups, conversation_buckets, conversations, day_generations,
+metric_totals, metric_histograms.
 
 Revision ID: 0001
 Revises:
@@ -90,6 +91,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_conversation_buckets_bucket", "conversation_buckets", ["bucket_start"])
 
+    op.create_table(
+        "conversations",
+        sa.Column("conversation_id", sa.String(128), primary_key=True),
+        sa.Column("first_bucket", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "day_generations",
+        sa.Column("utc_day", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("generation", sa.BigInteger, nullable=False),
+    )
+
     label_set = ("operation", "provider", "model")
     op.create_table(
         "metric_totals",
@@ -119,6 +131,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("metric_histograms")
     op.drop_table("metric_totals")
+    op.drop_table("day_generations")
+    op.drop_table("conversations")
     op.drop_index("ix_conversation_buckets_bucket", table_name="conversation_buckets")
     op.drop_table("conversation_buckets")
     op.drop_table("rollups")
