@@ -19,45 +19,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks.history import make_records
 from otelstats import _deltas
 from otelstats.records import CallRecord
 from otelstats.store import Store
 
 BATCH = 512  # the BatchSpanProcessor's default max_export_batch_size
-
-
-def make_records(n: int, offset: int) -> list[CallRecord]:
-    base = 1_780_000_000 * 10**9
-    models = ("gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "qwen2.5-7b", "mistral-7b")
-    out = []
-    for i in range(offset, offset + n):
-        start = base + i * 1_700_000_000  # ~1.7 s apart: many buckets, realistic spread
-        out.append(
-            CallRecord(
-                trace_id=f"{i:032x}",
-                span_id=f"{i:016x}",
-                start_ns=start,
-                end_ns=start + 900_000_000,
-                operation="chat",
-                provider="openai",
-                request_model=models[i % len(models)],
-                response_model=None,
-                server_address="127.0.0.1",
-                server_port=8000,
-                input_tokens=100 + i % 50,
-                output_tokens=200 + i % 70,
-                tokens_source="reported",
-                cached_input_tokens=None,
-                reasoning_tokens=None,
-                streaming=i % 2 == 0,
-                time_to_first_chunk_s=0.12 if i % 2 == 0 else None,
-                finish_reasons=("stop",),
-                outcome="ok" if i % 20 else "error",
-                error_type=None if i % 20 else "APIError",
-                conversation_id=f"conv-{i // 8}",
-            )
-        )
-    return out
 
 
 def bench_store(store: Store, records: list[CallRecord]) -> float:

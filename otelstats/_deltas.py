@@ -221,9 +221,17 @@ def fold(records: Iterable[CallRecord]) -> Deltas:
             histograms[slot] += 1
         if r.conversation_id:
             conversations.add((bucket, r.conversation_id))
+    first_seen: dict[str, int] = {}
+    for b, c in sorted(conversations):
+        first_seen.setdefault(c, b)
     return Deltas(
         rollups=_regroup(folded, lambda k: k[:5], _ROLLUP_IDX, ROLLUP_KEYS, ROLLUP_SUMS),
         conversations=[{"bucket_start": b, "conversation_id": c} for b, c in sorted(conversations)],
+        first_seen=[{"conversation_id": c, "first_bucket": b} for c, b in first_seen.items()],
+        days=[
+            {"utc_day": day, "generation": 1}
+            for day in sorted({key[0] // 86_400 for key in folded})
+        ],
         totals=_regroup(
             folded, lambda k: (k[3], k[2], k[1], k[4], k[5]), _TOTAL_IDX, LABEL_NAMES, TOTAL_SUMS
         ),

@@ -101,9 +101,16 @@ class SpanLike(Protocol):
     def end_time(self) -> int | None: ...
 
 
+def _storable(text: str) -> str:
+    """Text every backend accepts: PostgreSQL refuses NUL, no driver encodes lone surrogates."""
+    if not text.isascii():  # the common ASCII case costs one C scan
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _text(value: Any, limit: int = MAX_LABEL_LENGTH) -> str | None:
     if isinstance(value, str) and value:
-        return value[:limit]
+        return _storable(value[:limit])
     return None
 
 
@@ -140,7 +147,8 @@ def _finish_reasons(value: Any) -> tuple[str, ...]:
         value = (value,)
     if not isinstance(value, Sequence):
         return ()
-    return tuple(v[:64] for v in value if isinstance(v, str))[:16]
+    # 16 reasons of at most 60 characters, joined by commas, fit the 1024-character column.
+    return tuple(_storable(v[:60]) for v in value if isinstance(v, str))[:16]
 
 
 def _outcome(attrs: Mapping[str, Any], span: Any, error_type: str | None) -> Outcome:
@@ -154,11 +162,12 @@ def _outcome(attrs: Mapping[str, Any], span: Any, error_type: str | None) -> Out
 
 
 def _hex_id(value: Any, width: int) -> str:
+    # Always exactly `width` characters: the columns are that wide (oversized OTLP ids).
     if isinstance(value, int):
-        return format(value, f"0{width}x")
+        return format(value & ((1 << 4 * width) - 1), f"0{width}x")
     if isinstance(value, (bytes, bytearray)):
-        return value.hex().rjust(width, "0")
-    return str(value or "").rjust(width, "0")[:width]
+        return value.hex()[-width:].rjust(width, "0")
+    return _storable(str(value or "")).rjust(width, "0")[:width]
 
 
 def is_genai(attributes: Mapping[str, Any] | None) -> bool:
