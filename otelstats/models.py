@@ -19,6 +19,11 @@ LABEL = 256
 """Width of label columns (model, provider, operation, error type)."""
 
 
+CLUSTERED = {"sqlite_with_rowid": False}
+"""Aggregate tables are WITHOUT ROWID on SQLite: rows are stored in primary-key order, so a
+bucket range is one sequential read instead of an index walk plus a lookup per row."""
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -65,6 +70,7 @@ class Rollup(Base):
     """Sums per 15-minute bucket × model × provider × operation × outcome."""
 
     __tablename__ = "rollups"
+    __table_args__ = CLUSTERED
 
     bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     model: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
@@ -89,7 +95,7 @@ class ConversationBucket(Base):
     """A conversation seen in a bucket: distinct ids per period are counted exactly from here."""
 
     __tablename__ = "conversation_buckets"
-    __table_args__ = (Index("ix_conversation_buckets_bucket", "bucket_start"),)
+    __table_args__ = CLUSTERED
 
     bucket_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -99,6 +105,7 @@ class Conversation(Base):
     """Every conversation ever seen, once: the All Time count without a DISTINCT over buckets."""
 
     __tablename__ = "conversations"
+    __table_args__ = CLUSTERED
 
     conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     first_bucket: Mapped[int] = mapped_column(BigInteger)
@@ -112,6 +119,7 @@ class DayGeneration(Base):
     """
 
     __tablename__ = "day_generations"
+    __table_args__ = CLUSTERED
 
     utc_day: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     """Unix seconds // 86400."""
@@ -122,6 +130,7 @@ class MetricTotal(Base):
     """All-time sums per Prometheus label set; never pruned."""
 
     __tablename__ = "metric_totals"
+    __table_args__ = CLUSTERED
 
     operation: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
     provider: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
@@ -147,6 +156,7 @@ class MetricHistogram(Base):
     """
 
     __tablename__ = "metric_histograms"
+    __table_args__ = CLUSTERED
 
     operation: Mapped[str] = mapped_column(String(LABEL), primary_key=True)
     provider: Mapped[str] = mapped_column(String(LABEL), primary_key=True)

@@ -98,9 +98,13 @@ def create_engine(url: sa.URL) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path is not None:
-            # Only takes effect on a new file; lets retention give space back in small steps.
-            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            # Only change what needs changing: setting a journal mode takes locks, and a new
+            # connection must not wait a whole busy timeout behind a writer to learn it is WAL.
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # Only possible on a new file; lets retention give space back in small steps.
+                cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 

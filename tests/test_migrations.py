@@ -119,10 +119,7 @@ SCHEMA: dict[str, tuple[list[tuple[str, bool]], list[str]]] = {
         ["operation", "provider", "model", "outcome", "error_type", "metric", "le_index"],
     ),
 }
-INDEXES = {
-    "calls": {"ix_calls_start_ns": ["start_ns"]},
-    "conversation_buckets": {"ix_conversation_buckets_bucket": ["bucket_start"]},
-}
+INDEXES = {"calls": {"ix_calls_start_ns": ["start_ns"]}}
 UNIQUE = {"calls": {"uq_calls_span": ["trace_id", "span_id"]}}
 
 
@@ -198,3 +195,19 @@ def test_migrations_never_import_models() -> None:
     for revision in revisions:
         text = revision.read_text()
         assert "models" not in text.replace("# models", ""), revision.name
+
+
+def test_sqlite_aggregate_tables_are_clustered_by_primary_key(sqlite_store: Store) -> None:
+    """Range scans over buckets read rows in key order: aggregate tables are WITHOUT ROWID."""
+    with sqlite_store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        ddl = {str(row[0]): str(row[1]) for row in rows}
+    clustered = {name for name, sql in ddl.items() if sql and "WITHOUT ROWID" in sql}
+    assert clustered == {
+        "rollups",
+        "conversation_buckets",
+        "conversations",
+        "day_generations",
+        "metric_totals",
+        "metric_histograms",
+    }

@@ -17,6 +17,7 @@ branch_labels = None
 depends_on = None
 
 LABEL = 256
+CLUSTERED = {"sqlite_with_rowid": False}  # aggregate tables: rows stored in primary-key order
 
 
 def _label(name: str, *, primary_key: bool = False) -> sa.Column[str]:
@@ -82,24 +83,27 @@ def upgrade() -> None:
         sa.Column("latency_count", sa.BigInteger, nullable=False),
         sa.Column("tps_sum", sa.Float, nullable=False),
         sa.Column("tps_count", sa.BigInteger, nullable=False),
+        **CLUSTERED,
     )
 
     op.create_table(
         "conversation_buckets",
         sa.Column("bucket_start", sa.BigInteger, primary_key=True),
         sa.Column("conversation_id", sa.String(128), primary_key=True),
+        **CLUSTERED,
     )
-    op.create_index("ix_conversation_buckets_bucket", "conversation_buckets", ["bucket_start"])
 
     op.create_table(
         "conversations",
         sa.Column("conversation_id", sa.String(128), primary_key=True),
         sa.Column("first_bucket", sa.BigInteger, nullable=False),
+        **CLUSTERED,
     )
     op.create_table(
         "day_generations",
         sa.Column("utc_day", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("generation", sa.BigInteger, nullable=False),
+        **CLUSTERED,
     )
 
     label_set = ("operation", "provider", "model")
@@ -116,6 +120,7 @@ def upgrade() -> None:
         sa.Column("ttfc_count", sa.BigInteger, nullable=False),
         sa.Column("input_token_calls", sa.BigInteger, nullable=False),
         sa.Column("output_token_calls", sa.BigInteger, nullable=False),
+        **CLUSTERED,
     )
     op.create_table(
         "metric_histograms",
@@ -125,6 +130,7 @@ def upgrade() -> None:
         sa.Column("metric", sa.String(32), primary_key=True),
         sa.Column("le_index", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("count", sa.BigInteger, nullable=False),
+        **CLUSTERED,
     )
 
 
@@ -133,7 +139,6 @@ def downgrade() -> None:
     op.drop_table("metric_totals")
     op.drop_table("day_generations")
     op.drop_table("conversations")
-    op.drop_index("ix_conversation_buckets_bucket", table_name="conversation_buckets")
     op.drop_table("conversation_buckets")
     op.drop_table("rollups")
     op.drop_index("ix_calls_start_ns", table_name="calls")
