@@ -1,0 +1,287 @@
+"""The wrappers around the SDK's request methods: start a call, run the user's request, hand back
+the same object (streams and raw responses proxied), end the call.
+
+Every piece of otelstats' own work runs inside `try/except Exception` and falls back to calling the
+SDK untouched; the user's own exceptions pass through as the very same object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+
+from . import semconv
+from ._instr_telemetry import Call, Telemetry, usage_attributes
+from ._streams import (
+    AsyncStreamProxy,
+    ChatState,
+    CompletionState,
+    ResponsesState,
+    StreamState,
+    SyncStreamProxy,
+    response_outcome,
+)
+from .conversation import resolve as resolve_conversation
+from .records import Outcome
+
+RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+_ACTIVE: ContextVar[bool] = ContextVar("otelstats_active_call", default=False)
+"""Set while a wrapped call runs: an SDK method calling another wrapped one is not a second call."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    operation: str
+    state: type[StreamState] | None
+    """How to read its stream (None: never streams)."""
+    injects_usage: bool = False
+    remember: bool = False
+
+
+CHAT = Endpoint(semconv.OPERATION_CHAT, ChatState, injects_usage=True)
+TEXT_COMPLETION = Endpoint(semconv.OPERATION_TEXT_COMPLETION, CompletionState, injects_usage=True)
+EMBEDDINGS = Endpoint(semconv.OPERATION_EMBEDDINGS, None)
+RESPONSES = Endpoint(semconv.OPERATION_CHAT, ResponsesState, remember=True)
+
+
+def _given(value: Any) -> bool:
+    """The SDK's `omit` / `NOT_GIVEN` sentinels are falsy; None means not given as well."""
+    return value is not None and bool(value)
+
+
+def _server(instance: Any) -> tuple[str | None, int | None, str]:
+    url = getattr(getattr(instance, "_client", None), "base_url", None)
+    if url is None:
+        return None, None, ""
+    host = getattr(url, "host", None)
+    port = getattr(url, "port", None)
+    if port is None:
+        scheme = getattr(url, "scheme", "")
+        port = 443 if scheme == "https" else 80 if scheme == "http" else None
+    return host or None, port, str(url)
+
+
+class Prepared:
+    """A call about to run: its Call and the kwargs to send (maybe with usage requested)."""
+
+    __slots__ = ("base_url", "call", "hide_usage", "kwargs", "raw", "stream")
+
+    def __init__(self, telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any):
+        options = telemetry.options
+        model = kwargs.get("model")
+        model = model if isinstance(model, str) else None
+        host, port, self.base_url = _server(instance)
+        headers = kwargs.get("extra_headers")
+        self.raw = isinstance(headers, Mapping) and bool(headers.get(RAW_RESPONSE_HEADER))
+        self.stream = kwargs.get("stream") is True
+        attrs: dict[str, Any] = {
+            semconv.OPERATION_NAME: endpoint.operation,
+            semconv.PROVIDER_NAME: semconv.PROVIDER_OPENAI,
+            semconv.REQUEST_STREAM: self.stream,
+        }
+        if model:
+            attrs[semconv.REQUEST_MODEL] = model
+        if host:
+            attrs[semconv.SERVER_ADDRESS] = host
+        if port is not None:
+            attrs[semconv.SERVER_PORT] = port
+        n = kwargs.get("n")
+        if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+            attrs[semconv.REQUEST_CHOICE_COUNT] = n
+        if endpoint is not EMBEDDINGS:
+            remembered = telemetry.response_conversations if endpoint.remember else None
+            conv = resolve_conversation(kwargs, options.conversation_salt, remembered)
+            if conv:
+                attrs[semconv.CONVERSATION_ID] = conv
+        if options.capture_content:
+            messages = kwargs.get("messages", kwargs.get("input", kwargs.get("prompt")))
+            if isinstance(messages, (list, tuple, str)):
+                attrs["gen_ai.input.messages"] = json.dumps(messages, default=str)[:65536]
+        self.kwargs = kwargs
+        self.hide_usage = False
+        if (
+            endpoint.injects_usage
+            and self.stream
+            and not self.raw
+            and options.stream_usage
+            and self.base_url not in telemetry.rejects_stream_options
+        ):
+            requested = kwargs.get("stream_options")
+            if not _given(requested):
+                self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+                self.hide_usage = True
+            elif isinstance(requested, Mapping) and "include_usage" not in requested:
+                self.kwargs = {**kwargs, "stream_options": {**requested, "include_usage": True}}
+                self.hide_usage = True
+        self.call: Call = telemetry.start(endpoint.operation, model, attrs)
+        self.call.remember = endpoint.remember
+
+
+def _rejected_stream_options(exc: BaseException) -> bool:
+    status = getattr(exc, "status_code", None)
+    return status in (400, 422) and "stream_options" in str(exc)
+
+
+def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) -> None:
+    """End a non-streamed call from the SDK's parsed object."""
+    attrs = usage_attributes(getattr(result, "usage", None))
+    model = getattr(result, "model", None)
+    if isinstance(model, str) and model:
+        attrs[semconv.RESPONSE_MODEL] = model
+    rid = getattr(result, "id", None)
+    if isinstance(rid, str) and rid:
+        attrs[semconv.RESPONSE_ID] = rid
+    if endpoint is RESPONSES:
+        attrs.update(response_outcome(result))
+    else:
+        choices = getattr(result, "choices", None) or ()
+        reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+        if reasons:
+            attrs[semconv.RESPONSE_FINISH_REASONS] = reasons
+        if capture and choices:
+            out = [getattr(getattr(c, "message", None), "content", None) for c in choices]
+            attrs["gen_ai.output.messages"] = json.dumps(out, default=str)[:65536]
+    outcome: Outcome = "error" if semconv.ERROR_TYPE in attrs else "ok"
+    call.end(outcome, attrs)
+
+
+class RawResponseProxy(wrapt.ObjectProxy[Any]):
+    """`with_raw_response` / `with_streaming_response`: the body is the user's. Usage is read
+    only from what the user's own `.parse()` returns; otherwise the call ends on close."""
+
+    def __init__(self, wrapped: Any, prepared: Prepared, endpoint: Endpoint, telemetry: Telemetry):
+        super().__init__(wrapped)
+        self._self_prepared = prepared
+        self._self_endpoint = endpoint
+        self._self_telemetry = telemetry
+
+    def _self_parsed(self, parsed: Any) -> Any:
+        call = self._self_prepared.call
+        if call.done:
+            return parsed
+        try:
+            endpoint = self._self_endpoint
+            if self._self_prepared.stream and endpoint.state is not None:
+                state = endpoint.state(call)
+                if hasattr(parsed, "__anext__"):
+                    return AsyncStreamProxy(parsed, state)
+                if hasattr(parsed, "__next__"):
+                    return SyncStreamProxy(parsed, state)
+            finish_object(call, endpoint, parsed, self._self_telemetry.options.capture_content)
+        except Exception:
+            self._self_telemetry.internal_error("reading a raw response")
+        return parsed
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        if hasattr(parsed, "__await__"):
+            return self._self_parse_async(parsed)
+        return self._self_parsed(parsed)
+
+    async def _self_parse_async(self, pending: Awaitable[Any]) -> Any:
+        return self._self_parsed(await pending)
+
+    def _self_closed(self) -> None:
+        call = self._self_prepared.call
+        if not call.done:
+            call.end("ok", {semconv.OTELSTATS_TOKENS_SOURCE: "none"})
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_closed()
+
+    def __del__(self) -> None:
+        self._self_closed()
+
+
+def wrap_result(telemetry: Telemetry, endpoint: Endpoint, prepared: Prepared, result: Any) -> Any:
+    """What the user gets back: the SDK's own object, or a proxy that forwards everything."""
+    try:
+        call = prepared.call
+        if prepared.raw:
+            return RawResponseProxy(result, prepared, endpoint, telemetry)
+        if prepared.stream and endpoint.state is not None:
+            state = endpoint.state(call, hide_usage=prepared.hide_usage)
+            if hasattr(result, "__anext__"):
+                return AsyncStreamProxy(result, state)
+            if hasattr(result, "__next__"):
+                return SyncStreamProxy(result, state)
+        finish_object(call, endpoint, result, telemetry.options.capture_content)
+    except Exception:
+        telemetry.internal_error("wrapping a result")
+    return result
+
+
+def _prepare(telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any) -> Any:
+    if _ACTIVE.get():
+        return None
+    try:
+        return Prepared(telemetry, endpoint, instance, kwargs)
+    except Exception:
+        telemetry.internal_error("starting a call")
+        return None
+
+
+def _failed(telemetry: Telemetry, prepared: Prepared, exc: BaseException) -> None:
+    try:
+        outcome: Outcome = "error" if isinstance(exc, Exception) else "cancelled"
+        prepared.call.end(outcome, {}, error=exc)
+    except Exception:
+        telemetry.internal_error("recording an error")
+
+
+def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]:
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        prepared = _prepare(telemetry, endpoint, instance, kwargs)
+        if prepared is None:
+            return wrapped(*args, **kwargs)
+        token = _ACTIVE.set(True)
+        try:
+            try:
+                result = wrapped(*args, **prepared.kwargs)
+            except Exception as exc:
+                if not (prepared.hide_usage and _rejected_stream_options(exc)):
+                    raise
+                telemetry.rejects_stream_options.add(prepared.base_url)
+                prepared.hide_usage = False
+                result = wrapped(*args, **kwargs)  # once more, exactly as the user asked
+        except BaseException as exc:
+            _failed(telemetry, prepared, exc)
+            raise
+        finally:
+            _ACTIVE.reset(token)
+        return wrap_result(telemetry, endpoint, prepared, result)
+
+    return wrapper
+
+
+def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]:
+    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        prepared = _prepare(telemetry, endpoint, instance, kwargs)
+        if prepared is None:
+            return await wrapped(*args, **kwargs)
+        token = _ACTIVE.set(True)
+        try:
+            try:
+                result = await wrapped(*args, **prepared.kwargs)
+            except Exception as exc:
+                if not (prepared.hide_usage and _rejected_stream_options(exc)):
+                    raise
+                telemetry.rejects_stream_options.add(prepared.base_url)
+                prepared.hide_usage = False
+                result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _failed(telemetry, prepared, exc)
+            raise
+        finally:
+            _ACTIVE.reset(token)
+        return wrap_result(telemetry, endpoint, prepared, result)
+
+    return wrapper

@@ -1,0 +1,233 @@
+"""One instrumented call: its span, what is read from the response, and the metrics at its end.
+
+`Telemetry` holds what an instrumentor owns (tracer, histograms, options, per-server memory);
+`Call` is one user call and ends exactly once (`end`). Nothing here ever raises into the caller:
+`Telemetry.internal_error` logs a failure of otelstats once and the call goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+
+from . import semconv
+from .records import Outcome
+
+logger = logging.getLogger("otelstats.instrumentation")
+
+MAX_REMEMBERED_RESPONSES = 10_000
+"""Responses API: response id -> conversation id, kept so a chain of turns shares one id."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What an instrumentor was asked to do (from `Settings` or keyword arguments)."""
+
+    stream_usage: bool = True
+    capture_content: bool = False
+    conversation_salt: bytes = b""
+
+
+class Telemetry:
+    """What one `OpenAIInstrumentor.instrument()` owns; passed to every wrapper."""
+
+    def __init__(self, tracer: Tracer, meter: Meter, options: Options) -> None:
+        self.tracer = tracer
+        self.options = options
+        self.token_usage: Histogram = meter.create_histogram(
+            semconv.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=list(semconv.TOKEN_USAGE_BUCKETS),
+        )
+        self.duration: Histogram = meter.create_histogram(
+            semconv.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(semconv.DURATION_BUCKETS),
+        )
+        self.time_to_first_chunk: Histogram = meter.create_histogram(
+            semconv.METRIC_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk in a streaming operation.",
+            explicit_bucket_boundaries_advisory=list(semconv.TIME_TO_FIRST_CHUNK_BUCKETS),
+        )
+        self.time_per_output_chunk: Histogram = meter.create_histogram(
+            semconv.METRIC_TIME_PER_OUTPUT_CHUNK,
+            unit="s",
+            description="Time per output chunk after the first one in a streaming operation.",
+            explicit_bucket_boundaries_advisory=list(semconv.TIME_PER_OUTPUT_CHUNK_BUCKETS),
+        )
+        self.rejects_stream_options: set[str] = set()
+        """Servers (base URLs) that answered 400 to `stream_options`: never ask them again."""
+        self.response_conversations: OrderedDict[str, str] = OrderedDict()
+        self._logged: set[str] = set()
+
+    def internal_error(self, where: str) -> None:
+        """A failure of otelstats itself: log it once per place, never disturb the user's call."""
+        if where not in self._logged:
+            self._logged.add(where)
+            logger.warning(
+                "otelstats: internal error in %s (call unaffected)", where, exc_info=True
+            )
+
+    def remember_response(self, response_id: str, conversation_id: str) -> None:
+        remembered = self.response_conversations
+        remembered[response_id] = conversation_id
+        if len(remembered) > MAX_REMEMBERED_RESPONSES:
+            remembered.popitem(last=False)
+
+    def start(self, operation: str, model: str | None, attributes: dict[str, Any]) -> Call:
+        name = f"{operation} {model}" if model else operation
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        return Call(self, span, operation, attributes)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_attributes(usage: Any) -> dict[str, Any]:
+    """Token counts of a usage object (chat/completions/embeddings or Responses names)."""
+    attrs: dict[str, Any] = {}
+    if usage is None:
+        return attrs
+    inp = _int(getattr(usage, "prompt_tokens", None))
+    if inp is None:
+        inp = _int(getattr(usage, "input_tokens", None))
+    out = _int(getattr(usage, "completion_tokens", None))
+    if out is None:
+        out = _int(getattr(usage, "output_tokens", None))
+    if inp is not None:
+        attrs[semconv.USAGE_INPUT_TOKENS] = inp
+    if out is not None:
+        attrs[semconv.USAGE_OUTPUT_TOKENS] = out
+    details = getattr(usage, "prompt_tokens_details", None) or getattr(
+        usage, "input_tokens_details", None
+    )
+    cached = _int(getattr(details, "cached_tokens", None))
+    if cached is not None:
+        attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
+    details = getattr(usage, "completion_tokens_details", None) or getattr(
+        usage, "output_tokens_details", None
+    )
+    reasoning = _int(getattr(details, "reasoning_tokens", None))
+    if reasoning is not None:
+        attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    if attrs:
+        attrs[semconv.OTELSTATS_TOKENS_SOURCE] = "reported"
+    return attrs
+
+
+def timings_attributes(timings: Any) -> dict[str, Any]:
+    """llama.cpp's server-measured `timings` (prompt/generation speed), kept as span attributes."""
+    if not isinstance(timings, Mapping):
+        return {}
+    return {
+        f"llama_cpp.timings.{key}": value
+        for key, value in timings.items()
+        if isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+_METRIC_KEYS = (
+    semconv.OPERATION_NAME,
+    semconv.PROVIDER_NAME,
+    semconv.REQUEST_MODEL,
+    semconv.SERVER_ADDRESS,
+    semconv.SERVER_PORT,
+)
+
+
+class Call:
+    """One user call. `end()` finishes the span and records the metrics, once."""
+
+    __slots__ = ("attributes", "done", "operation", "remember", "span", "start", "telemetry")
+
+    def __init__(
+        self, telemetry: Telemetry, span: Span, operation: str, attributes: dict[str, Any]
+    ) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.operation = operation
+        self.attributes = attributes
+        self.start = time.perf_counter()
+        self.done = False
+        self.remember = False
+        """Responses API: remember response id -> conversation id for `previous_response_id`."""
+
+    def end(
+        self,
+        outcome: Outcome,
+        attributes: dict[str, Any],
+        *,
+        error: BaseException | None = None,
+        first_chunk_s: float | None = None,
+        chunks: int = 0,
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._end(outcome, attributes, error, first_chunk_s, chunks)
+        except Exception:
+            self.telemetry.internal_error("ending a span")
+
+    def _end(
+        self,
+        outcome: Outcome,
+        attributes: dict[str, Any],
+        error: BaseException | None,
+        first_chunk_s: float | None,
+        chunks: int,
+    ) -> None:
+        duration = time.perf_counter() - self.start
+        span = self.span
+        attributes[semconv.OTELSTATS_OUTCOME] = outcome
+        if first_chunk_s is not None:
+            attributes[semconv.RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_s
+        if error is not None and semconv.ERROR_TYPE not in attributes:
+            attributes[semconv.ERROR_TYPE] = type(error).__qualname__
+        span.set_attributes(attributes)
+        if outcome == "error" or (outcome == "incomplete" and error is not None):
+            span.set_status(StatusCode.ERROR, str(error)[:200] if error is not None else None)
+        span.end()
+
+        telemetry = self.telemetry
+        if self.remember:
+            response_id = attributes.get(semconv.RESPONSE_ID)
+            conversation_id = self.attributes.get(semconv.CONVERSATION_ID)
+            if isinstance(response_id, str) and isinstance(conversation_id, str):
+                telemetry.remember_response(response_id, conversation_id)
+        base = self.attributes
+        labels = {key: base[key] for key in _METRIC_KEYS if key in base}
+        response_model = attributes.get(semconv.RESPONSE_MODEL)
+        if response_model:
+            labels[semconv.RESPONSE_MODEL] = response_model
+        error_type = attributes.get(semconv.ERROR_TYPE)
+        if error_type:
+            labels[semconv.ERROR_TYPE] = error_type
+        telemetry.duration.record(duration, labels)
+        if outcome == "error":
+            return
+        if attributes.get(semconv.OTELSTATS_TOKENS_SOURCE) == "reported":
+            for key, kind in (
+                (semconv.USAGE_INPUT_TOKENS, semconv.TOKEN_TYPE_INPUT),
+                (semconv.USAGE_OUTPUT_TOKENS, semconv.TOKEN_TYPE_OUTPUT),
+            ):
+                count = attributes.get(key)
+                if count is not None:
+                    telemetry.token_usage.record(count, {**labels, semconv.TOKEN_TYPE: kind})
+        if first_chunk_s is not None:
+            telemetry.time_to_first_chunk.record(first_chunk_s, labels)
+            last = attributes.get(semconv.OTELSTATS_LAST_CHUNK_TIME)
+            if chunks > 1 and isinstance(last, float):
+                per_chunk = (last - first_chunk_s) / (chunks - 1)
+                telemetry.time_per_output_chunk.record(max(per_chunk, 0.0), labels)

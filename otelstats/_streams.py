@@ -1,0 +1,352 @@
+"""Stream proxies: forward everything to the SDK stream, watch the chunks, end the span once.
+
+A proxy measures time to the first content chunk, keeps the last usage seen (never summed),
+hides the usage-only chunk otelstats itself asked for, and ends the call exactly once on every
+exit path: exhausted, closed, `with` exit, an error, the proxy garbage-collected. Per chunk it
+does as little as it can: a few attribute reads and one clock read on content chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Any
+
+import wrapt
+
+from . import semconv
+from ._instr_telemetry import Call, timings_attributes, usage_attributes
+from .records import Outcome
+
+_TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
+_CANCELLATIONS = (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)
+
+
+class StreamState:
+    """What a stream has shown so far; `feed` returns True for a chunk to hide from the user."""
+
+    __slots__ = (
+        "call",
+        "content",
+        "extra",
+        "finished",
+        "first",
+        "hide_usage",
+        "last",
+        "model",
+        "reasons",
+        "response_id",
+        "usage",
+    )
+
+    def __init__(self, call: Call, *, hide_usage: bool = False) -> None:
+        self.call = call
+        self.hide_usage = hide_usage
+        self.content = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.usage: Any = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.reasons: dict[int, str] = {}
+        self.finished = False
+        """The server said the answer is complete (finish reason / terminal event)."""
+        self.extra: dict[str, Any] = {}
+
+    def feed(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    def _content(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.content += 1
+
+    def end(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        call = self.call
+        if call.done:
+            return
+        attrs = self.extra
+        if self.model:
+            attrs[semconv.RESPONSE_MODEL] = self.model
+        if self.response_id:
+            attrs[semconv.RESPONSE_ID] = self.response_id
+        if self.reasons:
+            attrs[semconv.RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        reported = usage_attributes(self.usage)
+        if reported:
+            attrs.update(reported)
+        elif self.content:
+            # No usage from the server: count output chunks, flagged as counted (never as 0).
+            attrs[semconv.USAGE_OUTPUT_TOKENS] = self.content
+            attrs[semconv.OTELSTATS_TOKENS_SOURCE] = "counted"
+        first_s = None
+        if self.first is not None and self.last is not None:
+            first_s = self.first - call.start
+            attrs[semconv.OTELSTATS_LAST_CHUNK_TIME] = self.last - call.start
+        attrs[semconv.OTELSTATS_CHUNKS] = self.content
+        call.end(outcome, attrs, error=error, first_chunk_s=first_s, chunks=self.content)
+
+    def exhausted(self) -> None:
+        self.end("ok" if self.finished else "incomplete")
+
+    def stopped(self) -> None:
+        """Closed, left or dropped by the user: complete if the server had already finished."""
+        self.end("ok" if self.finished else "cancelled")
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, _CANCELLATIONS):
+            self.end("ok" if self.finished else "cancelled")
+        elif type(exc).__name__ in _TRANSPORT_ERRORS or any(
+            c.__name__ in _TRANSPORT_ERRORS for c in type(exc).__mro__
+        ):
+            self.end("incomplete", exc)  # the server or the network cut the stream short
+        else:
+            self.end("error", exc)
+
+
+class ChatState(StreamState):
+    __slots__ = ()
+
+    def feed(self, item: Any) -> bool:
+        if self.model is None:
+            self.model = item.model
+            self.response_id = item.id
+        choices = item.choices
+        usage = item.usage
+        if choices:
+            for choice in choices:
+                delta = choice.delta
+                if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
+                    self._content()
+                reason = choice.finish_reason
+                if reason:
+                    self.reasons[choice.index] = reason
+                    self.finished = True
+            if usage is not None:
+                self.usage = usage  # the last one wins: continuous usage is cumulative
+                timings = getattr(item, "timings", None)
+                if timings is not None:
+                    self.extra.update(timings_attributes(timings))
+            elif self.hide_usage and "usage" in item.__pydantic_fields_set__:
+                # otelstats asked for usage; the caller did not: keep `usage` unset as it would be.
+                item.__pydantic_fields_set__.discard("usage")
+            return False
+        if usage is not None:
+            self.usage = usage
+            return self.hide_usage
+        return False
+
+
+class CompletionState(StreamState):
+    __slots__ = ()
+
+    def feed(self, item: Any) -> bool:
+        if self.model is None:
+            self.model = item.model
+            self.response_id = item.id
+        choices = item.choices
+        usage = getattr(item, "usage", None)
+        if choices:
+            for choice in choices:
+                if choice.text:
+                    self._content()
+                if choice.finish_reason:
+                    self.reasons[choice.index] = choice.finish_reason
+                    self.finished = True
+            if usage is not None:
+                self.usage = usage
+            return False
+        if usage is not None:
+            self.usage = usage
+            return self.hide_usage
+        return False
+
+
+_RESPONSE_CONTENT = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+_RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesState(StreamState):
+    __slots__ = ()
+
+    def feed(self, item: Any) -> bool:
+        kind = item.type
+        if kind in _RESPONSE_CONTENT:
+            self._content()
+        elif kind in _RESPONSE_TERMINAL or kind == "response.created":
+            response = item.response
+            self.model = response.model or self.model
+            self.response_id = response.id or self.response_id
+            if kind != "response.created":
+                self.usage = response.usage
+                self.finished = True
+                self.extra.update(response_outcome(response))
+        elif kind == "error":
+            self.finished = True
+            self.extra[semconv.ERROR_TYPE] = str(getattr(item, "code", None) or "error")
+        return False
+
+    def exhausted(self) -> None:
+        if semconv.ERROR_TYPE in self.extra:
+            self.end("error")
+        else:
+            super().exhausted()
+
+
+def response_outcome(response: Any) -> dict[str, Any]:
+    """Finish reason / error of a Responses API `Response` (failed => error.type)."""
+    status = getattr(response, "status", None)
+    if status == "failed":
+        error = getattr(response, "error", None)
+        return {semconv.ERROR_TYPE: str(getattr(error, "code", None) or "response.failed")}
+    if status == "incomplete":
+        details = getattr(response, "incomplete_details", None)
+        reason = getattr(details, "reason", None) or "incomplete"
+        return {semconv.RESPONSE_FINISH_REASONS: [str(reason)]}
+    if isinstance(status, str):
+        return {semconv.RESPONSE_FINISH_REASONS: [status]}
+    return {}
+
+
+class _ClosingResponse(wrapt.ObjectProxy[Any]):
+    """The stream's HTTP response: SDK helpers close it directly, so its close ends the call."""
+
+    def __init__(self, wrapped: Any, state: StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_state.stopped()
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            self._self_state.stopped()
+
+
+class _StreamProxyBase(wrapt.ObjectProxy[Any]):
+    def __init__(self, wrapped: Any, state: StreamState) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+        self._self_response: Any = None
+
+    @property
+    def response(self) -> Any:
+        if self._self_response is None:
+            self._self_response = _ClosingResponse(self.__wrapped__.response, self._self_state)
+        return self._self_response
+
+    def _self_feed(self, item: Any) -> bool:
+        state = self._self_state
+        if state.call.done:
+            return False
+        try:
+            return state.feed(item)
+        except Exception:
+            state.call.telemetry.internal_error("reading a stream chunk")
+            state.end("ok" if state.finished else "incomplete")
+            return False
+
+    def __del__(self) -> None:
+        state = self._self_state
+        if not state.call.done:
+            state.stopped()
+
+
+class SyncStreamProxy(_StreamProxyBase):
+    """Wraps `openai.Stream`."""
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        wrapped = self.__wrapped__
+        while True:
+            try:
+                item = wrapped.__next__()
+            except StopIteration:
+                self._self_state.exhausted()
+                raise
+            except BaseException as exc:
+                self._self_state.failed(exc)
+                raise
+            if not self._self_feed(item):
+                return item
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_state.stopped()
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_state.stopped()
+
+
+class AsyncStreamProxy(_StreamProxyBase):
+    """Wraps `openai.AsyncStream`."""
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        wrapped = self.__wrapped__
+        while True:
+            try:
+                item = await wrapped.__anext__()
+            except StopAsyncIteration:
+                self._self_state.exhausted()
+                raise
+            except BaseException as exc:
+                self._self_state.failed(exc)
+                raise
+            if not self._self_feed(item):
+                return item
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_state.stopped()
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_state.stopped()

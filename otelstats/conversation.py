@@ -1,0 +1,116 @@
+"""Conversation ids: explicit `conversation(id)`, an app-set id, the Responses API's chain, else a
+salted fingerprint of the opening messages (so a chat client's turns group with no code change).
+
+The fingerprint is an HMAC of the messages up to the first user message, keyed by a secret salt
+(per database or per install); message content itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import baggage, trace
+
+from . import semconv
+
+_CONVERSATION: ContextVar[str | None] = ContextVar("otelstats_conversation", default=None)
+FINGERPRINT_PREFIX = "fp-"
+
+
+@contextmanager
+def conversation(conversation_id: str) -> Iterator[str]:
+    """Calls made inside the block belong to `conversation_id` (works across threads' contexts
+    that copy the current context, and inside asyncio tasks created in the block)."""
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise ValueError("conversation id must be a non-empty string")
+    token = _CONVERSATION.set(conversation_id)
+    try:
+        yield conversation_id
+    finally:
+        _CONVERSATION.reset(token)
+
+
+def current_conversation() -> str | None:
+    return _CONVERSATION.get()
+
+
+def app_conversation() -> str | None:
+    """An id the application set itself: OTel baggage, or on the current (SDK) span."""
+    value = baggage.get_baggage(semconv.CONVERSATION_ID)
+    if isinstance(value, str) and value:
+        return value
+    attrs = getattr(trace.get_current_span(), "attributes", None)
+    if isinstance(attrs, Mapping):
+        value = attrs.get(semconv.CONVERSATION_ID)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _plain(message: Any) -> Any:
+    if isinstance(message, Mapping):
+        return {k: v for k, v in message.items() if k in ("role", "content", "type", "name")}
+    dump = getattr(message, "model_dump", None)
+    return _plain(dump()) if callable(dump) else str(message)
+
+
+def opening_messages(messages: Any) -> list[Any] | None:
+    """Messages up to and including the first user message; None when there is nothing stable.
+
+    Only lists/tuples are read: a generator passed by the user must reach the SDK unconsumed.
+    """
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if not isinstance(messages, (list, tuple)) or not messages:
+        return None
+    opening = []
+    for message in messages:
+        plain = _plain(message)
+        opening.append(plain)
+        if isinstance(plain, Mapping) and plain.get("role") == "user":
+            break
+    return opening
+
+
+def fingerprint(messages: Any, salt: bytes) -> str | None:
+    """`fp-` + 32 hex digits of HMAC-SHA256(salt, opening messages); None if unknown."""
+    opening = opening_messages(messages)
+    if opening is None:
+        return None
+    text = json.dumps(opening, sort_keys=True, default=str, ensure_ascii=False)
+    digest = hmac.new(salt, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+    return FINGERPRINT_PREFIX + digest[:32]
+
+
+def resolve(
+    kwargs: Mapping[str, Any], salt: bytes, remembered: Mapping[str, str] | None = None
+) -> str | None:
+    """The conversation id of a call, by precedence: explicit, app-set, Responses chain,
+    fingerprint."""
+    explicit = _CONVERSATION.get()
+    if explicit is not None:
+        return explicit
+    app = app_conversation()
+    if app is not None:
+        return app
+    conv = kwargs.get("conversation")
+    if isinstance(conv, str) and conv:
+        return conv
+    conv_id = conv.get("id") if isinstance(conv, Mapping) else None
+    if isinstance(conv_id, str) and conv_id:
+        return conv_id
+    previous = kwargs.get("previous_response_id")
+    if isinstance(previous, str) and previous:
+        if remembered is not None and previous in remembered:
+            return remembered[previous]
+        return previous
+    messages = kwargs.get("messages")
+    if messages is None:
+        messages = kwargs.get("input")
+    return fingerprint(messages, salt)

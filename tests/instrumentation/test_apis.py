@@ -1,0 +1,212 @@
+"""Embeddings, legacy completions, the Responses API, raw and streaming-response variants,
+conversations, internal failures, and instrument/uninstrument symmetry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+import wrapt
+from opentelemetry.sdk.trace import TracerProvider
+
+from otelstats.config import Settings
+from otelstats.conversation import conversation
+from otelstats.fake_server import FakeOpenAIServer, Reply
+from otelstats.instrumentation import OpenAIInstrumentor
+
+from .conftest import MESSAGES, Otel, make_otel
+
+
+def test_embeddings(otel: Otel, client: openai.OpenAI) -> None:
+    result = client.embeddings.create(model="fake-embed", input=["a b c", "d e"])
+    assert len(result.data) == 2
+    record = otel.record()
+    assert record.operation == "embeddings"
+    assert record.input_tokens == result.usage.prompt_tokens
+    assert record.conversation_id is None
+
+
+def test_legacy_completions_stream_and_not(otel: Otel, client: openai.OpenAI) -> None:
+    client.completions.create(model="m", prompt="once upon")
+    chunks = list(client.completions.create(model="m", prompt="once upon", stream=True))
+    assert len(chunks) == 10  # 9 text chunks + finish; the injected usage chunk is hidden
+    records = otel.records()
+    assert [r.operation for r in records] == ["text_completion"] * 2
+    assert [r.output_tokens for r in records] == [9, 9]
+    assert [r.tokens_source for r in records] == ["reported", "reported"]
+
+
+def test_responses_create(otel: Otel, client: openai.OpenAI) -> None:
+    response = client.responses.create(model="m", input="hello there")
+    assert response.output_text
+    record = otel.record()
+    assert record.output_tokens == response.usage.output_tokens
+    assert record.outcome == "ok"
+    assert record.finish_reasons == ("completed",)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "outcome", "error_type"),
+    [
+        ("completed", "ok", None),
+        ("incomplete", "ok", None),
+        ("failed", "error", "server_error"),
+        ("error", "error", "server_error"),
+    ],
+)
+def test_responses_streaming_terminal_events(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    client: openai.OpenAI,
+    terminal: Any,
+    outcome: str,
+    error_type: str | None,
+) -> None:
+    server.push(Reply(terminal=terminal))
+    events = [e.type for e in client.responses.create(model="m", input="hi", stream=True)]
+    assert events[-1] == ("error" if terminal == "error" else f"response.{terminal}")
+    record = otel.record()
+    assert (record.outcome, record.error_type) == (outcome, error_type)
+    assert record.time_to_first_chunk_s is not None
+
+
+def test_responses_stream_helper_and_previous_response_id(
+    otel: Otel, client: openai.OpenAI
+) -> None:
+    with client.responses.stream(model="m", input=[{"role": "user", "content": "hi"}]) as stream:
+        for _event in stream:
+            pass
+        first = stream.get_final_response()
+    client.responses.create(model="m", input="and then?", previous_response_id=first.id)
+    records = otel.records()
+    assert len(records) == 2
+    assert records[0].conversation_id is not None
+    assert records[1].conversation_id == records[0].conversation_id
+    assert records[0].tokens_source == "reported"
+
+
+def test_with_raw_response(otel: Otel, client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.headers["content-type"] == "application/json"
+    completion = raw.parse()
+    assert completion.usage.completion_tokens == 9
+    assert otel.record().output_tokens == 9
+
+
+def test_with_streaming_response_user_reads_lines(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    streaming = client.chat.completions.with_streaming_response
+    with streaming.create(model="m", messages=MESSAGES, stream=True) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert "stream_options" not in server.requests[0].body  # the body is the user's
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.tokens_source == "none"
+
+
+def test_with_streaming_response_parse(otel: Otel, client: openai.OpenAI) -> None:
+    streaming = client.chat.completions.with_streaming_response
+    with streaming.create(model="m", messages=MESSAGES, stream=True) as response:
+        chunks = list(response.parse())
+    assert len(chunks) == 11
+    record = otel.record()
+    assert record.tokens_source == "counted"
+    assert record.outcome == "ok"
+
+
+def test_async_raw_response(otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]) -> None:
+    async def run() -> int:
+        async with new_aclient() as aclient:
+            streaming = aclient.embeddings.with_streaming_response
+            async with streaming.create(model="e", input="x") as response:
+                parsed = await response.parse()
+        return len(parsed.data)
+
+    assert asyncio.run(run()) == 1
+    assert otel.record().operation == "embeddings"
+
+
+def test_conversation_ids(otel: Otel, client: openai.OpenAI) -> None:
+    turn2 = [
+        *MESSAGES,
+        {"role": "assistant", "content": "Foxes."},
+        {"role": "user", "content": "?"},
+    ]
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    client.chat.completions.create(model="m", messages=turn2)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "other"}])
+    with conversation("chat-42"):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    ids = [r.conversation_id for r in otel.records()]
+    assert ids[0] == ids[1]
+    assert ids[0] is not None
+    assert ids[0].startswith("fp-")
+    assert ids[2] != ids[0]
+    assert ids[3] == "chat-42"
+    attrs = otel.finished()[0].attributes
+    assert "gen_ai.input.messages" not in attrs  # content is never recorded by default
+    assert all("fox" not in str(v).lower() for v in attrs.values())
+
+
+class _BrokenTracerProvider(TracerProvider):
+    """A tracer provider whose spans cannot start: an internal failure of otelstats."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = super().get_tracer(*args, **kwargs)
+
+        def start_span(*a: Any, **k: Any) -> Any:
+            raise RuntimeError("injected failure")
+
+        tracer.start_span = start_span  # type: ignore[method-assign]
+        return tracer
+
+
+def test_internal_failure_is_logged_once_and_swallowed(
+    client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=_BrokenTracerProvider())
+    try:
+        with caplog.at_level(logging.WARNING, logger="otelstats.instrumentation"):
+            first = client.chat.completions.create(model="m", messages=MESSAGES)
+            chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    finally:
+        instrumentor.uninstrument()
+    assert first.choices[0].message.content
+    assert len(chunks) == 11
+    assert [r.message for r in caplog.records].count(
+        "otelstats: internal error in starting a call (call unaffected)"
+    ) == 1
+
+
+def test_instrument_uninstrument_symmetry(server: FakeOpenAIServer, otel: Otel) -> None:
+    chat = openai.resources.chat.completions.Completions
+    embeddings = openai.resources.embeddings.AsyncEmbeddings
+    assert isinstance(vars(chat)["create"], wrapt.FunctionWrapper)
+    assert isinstance(vars(embeddings)["create"], wrapt.FunctionWrapper)
+    otel.instrumentor.uninstrument()
+    assert not isinstance(vars(chat)["create"], wrapt.ObjectProxy)
+    assert not isinstance(vars(embeddings)["create"], wrapt.ObjectProxy)
+    with openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=0) as bare:
+        bare.chat.completions.create(model="m", messages=MESSAGES)
+    assert otel.records() == []
+    # A fresh construction (the same singleton) still knows what to unwrap; wraps once.
+    OpenAIInstrumentor().instrument(tracer_provider=TracerProvider())
+    assert not isinstance(vars(chat)["create"].__wrapped__, wrapt.ObjectProxy)
+
+
+def test_capture_content_from_settings(client: openai.OpenAI) -> None:
+    otel = make_otel(settings=Settings(capture_content=True))
+    try:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    finally:
+        otel.instrumentor.uninstrument()
+    attrs = otel.finished()[0].attributes
+    assert "foxes" in attrs["gen_ai.input.messages"]
+    assert "quick brown fox" in attrs["gen_ai.output.messages"]

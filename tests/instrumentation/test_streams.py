@@ -1,0 +1,164 @@
+"""Every way a stream can end gives exactly one record with the right outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from otelstats.fake_server import FakeOpenAIServer, Reply
+
+from .conftest import MESSAGES, Otel
+
+
+def _stream(client: openai.OpenAI) -> openai.Stream[object]:
+    return client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+
+
+def test_exhausted(otel: Otel, client: openai.OpenAI) -> None:
+    with _stream(client) as stream:
+        chunks = list(stream)
+        assert len(otel.finished()) == 1  # ended when exhausted, before the `with` exit
+    assert len(chunks) == 11
+    assert otel.record().outcome == "ok"
+
+
+def test_break_inside_with(otel: Otel, client: openai.OpenAI) -> None:
+    with _stream(client) as stream:
+        for _chunk in stream:
+            break
+    record = otel.record()
+    assert record.outcome == "cancelled"
+    assert record.error_type is None
+
+
+def test_close_without_iterating(otel: Otel, client: openai.OpenAI) -> None:
+    stream = _stream(client)
+    stream.close()
+    stream.close()
+    assert otel.record().outcome == "cancelled"
+    assert stream.response.is_closed
+
+
+def test_users_own_exception_in_the_loop(otel: Otel, client: openai.OpenAI) -> None:
+    def loop() -> None:
+        with _stream(client) as stream:
+            for _chunk in stream:
+                raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        loop()
+    assert otel.record().outcome == "cancelled"
+
+
+def test_sdk_error_mid_stream(server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI) -> None:
+    server.push(Reply(stream_error_after=3))
+    stream = _stream(client)
+    for _ in range(3):
+        next(stream)
+    with pytest.raises(openai.APIError, match="fake error"):
+        next(stream)
+    record = otel.record()
+    assert record.outcome == "error"
+    assert record.error_type == "APIError"
+
+
+def test_connection_reset_by_the_server(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(cut_after=4, cut_mode="reset"))
+    with pytest.raises(openai.APIConnectionError):
+        list(_stream(client))
+    record = otel.record()
+    assert record.outcome == "incomplete"
+    assert record.error_type == "APIConnectionError"
+
+
+def test_stream_ending_without_finish_or_done_is_incomplete(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(cut_after=5))
+    assert len(list(_stream(client))) == 5
+    record = otel.record()
+    assert record.outcome == "incomplete"
+    assert record.tokens_source == "counted"
+    assert record.output_tokens == 4
+
+
+def test_dropped_stream_is_ended_by_garbage_collection(otel: Otel, client: openai.OpenAI) -> None:
+    stream = _stream(client)
+    next(stream)
+    stream.__wrapped__.response.close()  # free the socket without telling the proxy
+    assert otel.finished() == []
+    del stream
+    gc.collect()
+    assert otel.record().outcome == "cancelled"
+
+
+def test_async_exit_paths(otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]) -> None:
+    async def run() -> None:
+        async with new_aclient() as aclient:
+            stream = await aclient.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+            async with stream:
+                async for _chunk in stream:
+                    break
+            unread = await aclient.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+            await unread.close()
+            full = await aclient.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            assert len([c async for c in full]) == 11
+
+    asyncio.run(run())
+    outcomes = sorted(r.outcome for r in otel.records())
+    assert outcomes == ["cancelled", "cancelled", "ok"]
+
+
+def test_stream_consumed_by_another_task(
+    otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    async def consume(stream: openai.AsyncStream[object]) -> int:
+        return len([chunk async for chunk in stream])
+
+    async def run() -> int:
+        async with new_aclient() as aclient:
+            stream = await asyncio.create_task(
+                aclient.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            )
+            return await asyncio.create_task(consume(stream))
+
+    assert asyncio.run(run()) == 11
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.output_tokens == 9
+
+
+def test_cancelled_task_ends_as_cancelled(
+    server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    server.push(Reply(token_delay=0.05))
+
+    async def run() -> None:
+        async with new_aclient() as aclient:
+            stream = await aclient.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+
+            async def consume() -> None:
+                async for _chunk in stream:
+                    pass
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.12)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await stream.close()
+
+    asyncio.run(run())
+    assert otel.record().outcome == "cancelled"

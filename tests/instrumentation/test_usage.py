@@ -1,0 +1,87 @@
+"""Usage on streams in every server dialect: injected, rejected, absent, continuous, on the
+finish chunk (llama.cpp, with timings), and the setting that turns injection off."""
+
+from __future__ import annotations
+
+import openai
+
+from otelstats import semconv
+from otelstats.fake_server import FakeOpenAIServer, Reply
+
+from .conftest import MESSAGES, Otel, make_otel
+
+
+def _chunks(client: openai.OpenAI) -> list[object]:
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    return [chunk.to_dict() for chunk in stream]
+
+
+def test_server_rejecting_stream_options_is_retried_once_and_remembered(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.reject_stream_options = True
+    first = _chunks(client)
+    second = _chunks(client)
+    assert len(first) == len(second) == 11
+    bodies = [r.body for r in server.requests]
+    assert ["stream_options" in b for b in bodies] == [True, False, False]
+    records = otel.records()
+    assert [r.outcome for r in records] == ["ok", "ok"]
+    assert {r.tokens_source for r in records} == {"counted"}
+    assert {r.output_tokens for r in records} == {9}
+
+
+def test_no_usage_at_all_is_counted_not_zero(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(usage="none"))
+    _chunks(client)
+    record = otel.record()
+    assert record.tokens_source == "counted"
+    assert record.output_tokens == 9
+    assert record.input_tokens is None
+    # Counted tokens are not reported usage: no token metric is emitted for them.
+    assert semconv.METRIC_TOKEN_USAGE not in otel.metrics()
+
+
+def test_continuous_usage_takes_the_last_chunk(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(usage="continuous"))
+    _chunks(client)
+    record = otel.record()
+    assert record.tokens_source == "reported"
+    assert record.output_tokens == 9  # not the sum 0+1+...+9
+
+
+def test_usage_on_the_finish_chunk_and_llama_cpp_timings(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(usage="on_finish", prompt_tokens=21))
+    chunks = _chunks(client)
+    assert len(chunks) == 11  # the usage chunk the server adds for include_usage is hidden
+    record = otel.record()
+    assert (record.input_tokens, record.output_tokens) == (21, 9)
+    attrs = otel.finished()[0].attributes
+    assert attrs["llama_cpp.timings.predicted_per_second"] == 9 / 0.04
+    assert attrs["llama_cpp.timings.prompt_n"] == 21
+
+
+def test_cached_and_reasoning_tokens_are_breakdowns(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(prompt_tokens=100, cached_tokens=64, reasoning_tokens=5))
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    record = otel.record()
+    assert (record.input_tokens, record.cached_input_tokens) == (100, 64)
+    assert (record.output_tokens, record.reasoning_tokens) == (9, 5)
+
+
+def test_stream_usage_setting_off(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
+    otel = make_otel(stream_usage=False)
+    try:
+        _chunks(client)
+    finally:
+        otel.instrumentor.uninstrument()
+    assert "stream_options" not in server.requests[0].body
+    assert otel.record().tokens_source == "counted"
