@@ -1,0 +1,258 @@
+"""instrument() in real subprocesses: exit, SIGTERM, fork, idempotence, live metrics, `run`.
+
+Each scenario is a small program run by a fresh interpreter, making real openai SDK calls against
+the real FakeOpenAIServer; the test then counts rows in the SQLite file with the stdlib driver.
+The export interval is set far beyond the program's life, so only the exit paths can persist.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from otelstats.fake_server import FakeOpenAIServer
+from otelstats.runner import run_program
+
+from .helpers import count_calls
+
+_PRELUDE = """
+import os, sys
+from openai import OpenAI
+from otelstats.fake_server import FakeOpenAIServer
+
+def calls(n, model="m"):
+    client = OpenAI(base_url=SERVER.base_url, api_key="test", max_retries=0)
+    for _ in range(n):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    for _chunk in stream:
+        pass
+
+SERVER = FakeOpenAIServer().start()
+"""
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "app.py"
+    script.write_text(_PRELUDE + textwrap.dedent(body))
+    return script
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    # The conversation salt lives in the user data dir: keep it inside the test's tmp_path.
+    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+
+
+def _run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(script.parent),
+    )
+
+
+def test_normal_exit_persists_every_call_once(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import otelstats
+        first = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        assert otelstats.instrument(sys.argv[1]) is first   # idempotent: one setup
+        calls(4)   # 4 plain calls + 1 stream, persisted only by the exit flush
+        """,
+    )
+    result = _run(script, str(db))
+    assert result.returncode == 0, result.stderr
+    assert count_calls(db) == 5
+
+
+def test_shutdown_stops_recording_and_calls_still_work(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import otelstats
+        handle = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        calls(1)
+        handle.shutdown()
+        calls(2)
+        again = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        assert again is not handle
+        calls(0)
+        """,
+    )
+    result = _run(script, str(db))
+    assert result.returncode == 0, result.stderr
+    assert count_calls(db) == 2 + 1
+
+
+def test_sigterm_flushes_then_terminates(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import time
+        import otelstats
+        otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        calls(3)
+        print("ready", flush=True)
+        time.sleep(120)
+        """,
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == -signal.SIGTERM  # the default termination behaviour is kept
+    assert count_calls(db) == 4
+
+
+def test_sigterm_chains_to_the_apps_own_handler(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import signal, time
+        def graceful(signum, frame):
+            print("app handler", flush=True)
+            raise SystemExit(7)
+        signal.signal(signal.SIGTERM, graceful)
+        import otelstats
+        otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        calls(2)
+        print("ready", flush=True)
+        time.sleep(120)
+        """,
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        assert process.stdout.read().strip() == "app handler"
+    assert code == 7
+    assert count_calls(db) == 3
+
+
+def test_fork_after_instrument_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import otelstats
+        otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        calls(2)          # parent, before the fork: 3 records still queued
+        children = []
+        for _ in range(1):
+            pid = os.fork()
+            if pid == 0:
+                calls(4)  # each child: 5 records of its own
+                sys.exit(0)
+            children.append(pid)
+        calls(1)          # parent, after: 2 more
+        for pid in children:
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        """,
+    )
+    result = _run(script, str(db))
+    assert result.returncode == 0, result.stderr
+    assert count_calls(db) == 3 + 5 + 2
+
+
+def test_live_metrics_port_serves_genai_metrics(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import otelstats
+        handle = otelstats.instrument(sys.argv[1], prometheus_port=0)
+        calls(2)
+        print(handle.metrics_port, flush=True)
+        sys.stdin.readline()
+        """,
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdin is not None
+        port = int(process.stdout.readline())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        process.stdin.write("\n")
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    assert "gen_ai_client_operation_duration_seconds_count{" in text
+    assert "gen_ai_client_token_usage" in text
+    count_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("gen_ai_client_operation_duration_seconds_count{")
+    ]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in count_lines) == 3
+    assert count_calls(db) == 3
+
+
+def test_run_program_instruments_an_unmodified_script(tmp_path: Path) -> None:
+    db = tmp_path / "stats.db"
+    script = tmp_path / "plain.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from openai import OpenAI
+            client = OpenAI(base_url=sys.argv[1], api_key="test", max_retries=0)
+            for _ in range(3):
+                client.chat.completions.create(model="m", messages=[{"role": "user"}])
+            sys.exit(3)
+            """
+        )
+    )
+    other = tmp_path / "other-site"
+    other.mkdir()
+    marker = tmp_path / "chained"
+    (other / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with FakeOpenAIServer() as server:
+        code = run_program(
+            [sys.executable, str(script), server.base_url],
+            db=db,
+            env={**_env(tmp_path), "PYTHONPATH": str(other)},
+        )
+    assert code == 3
+    assert count_calls(db) == 3
+    assert marker.exists()  # the program's own sitecustomize still ran
+
+
+def test_run_program_reports_a_missing_command(tmp_path: Path) -> None:
+    from otelstats.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="command not found"):
+        run_program(["/nonexistent/program"], db=tmp_path / "stats.db")
