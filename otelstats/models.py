@@ -126,6 +126,19 @@ class DayGeneration(Base):
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class Counter(Base):
+    """Named all-time counters the writer keeps, for numbers a COUNT would have to scan for.
+
+    `conversations`: how many rows `conversations` has (distinct conversation ids ever seen).
+    """
+
+    __tablename__ = "counters"
+    __table_args__ = CLUSTERED
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class MetricTotal(Base):
     """All-time sums per Prometheus label set; never pruned."""
 

@@ -26,6 +26,7 @@ from .models import (
     Call,
     Conversation,
     ConversationBucket,
+    Counter,
     DayGeneration,
     MetricHistogram,
     MetricTotal,
@@ -258,15 +259,34 @@ class Store:
             return
         deltas = _deltas.fold(new)
         _upsert_add(conn, Rollup.__table__, deltas.rollups, _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
-        for table, rows in (
-            (ConversationBucket.__table__, deltas.conversations),
-            (Conversation.__table__, deltas.first_seen),
-        ):
-            if rows:
-                conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)  # type: ignore[arg-type]
+        if deltas.conversations:
+            conn.execute(
+                _insert(conn, ConversationBucket.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
+                deltas.conversations,
+            )
+        new_conversations = self._insert_conversations(conn, deltas.first_seen)
+        if new_conversations:
+            counter = {"name": "conversations", "value": new_conversations}
+            _upsert_add(conn, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
         _upsert_add(conn, DayGeneration.__table__, deltas.days, ("generation",))  # type: ignore[arg-type]
         _upsert_add(conn, MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
         _upsert_add(conn, MetricHistogram.__table__, deltas.histograms, ("count",))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """Insert conversation ids not seen before; return how many were new."""
+        if not rows:
+            return 0
+        if conn.dialect.name == "sqlite":
+            # Under the write lock; sqlite3 sums the rows each execution really inserted.
+            result = conn.exec_driver_sql(
+                "INSERT OR IGNORE INTO conversations (conversation_id, first_bucket) VALUES (?, ?)",
+                [(row["conversation_id"], row["first_bucket"]) for row in rows],
+            )
+            return int(result.rowcount)
+        table: sa.Table = Conversation.__table__  # type: ignore[assignment]
+        stmt = _insert(conn, table).on_conflict_do_nothing().returning(table.c.conversation_id)
+        return len(conn.execute(stmt, rows).all())
 
     def dispose(self) -> None:
         self.engine.dispose()

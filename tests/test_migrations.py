@@ -87,6 +87,10 @@ SCHEMA: dict[str, tuple[list[tuple[str, bool]], list[str]]] = {
         [("utc_day", NOT_NULL), ("generation", NOT_NULL)],
         ["utc_day"],
     ),
+    "counters": (
+        [("name", NOT_NULL), ("value", NOT_NULL)],
+        ["name"],
+    ),
     "metric_totals": (
         [
             ("operation", NOT_NULL),
@@ -208,6 +212,7 @@ def test_sqlite_aggregate_tables_are_clustered_by_primary_key(sqlite_store: Stor
         "conversation_buckets",
         "conversations",
         "day_generations",
+        "counters",
         "metric_totals",
         "metric_histograms",
     }

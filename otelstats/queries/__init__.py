@@ -6,7 +6,8 @@ plain data.
 
 from __future__ import annotations
 
+from .daycache import DayCache
 from .periods import PERIODS, resolve_zone
 from .stats import daily_by_model, data_version, stats
 
-__all__ = ["PERIODS", "daily_by_model", "data_version", "resolve_zone", "stats"]
+__all__ = ["PERIODS", "DayCache", "daily_by_model", "data_version", "resolve_zone", "stats"]

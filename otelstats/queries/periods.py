@@ -44,6 +44,7 @@ def check_period(period: str) -> str:
     return period
 
 
+@functools.lru_cache(maxsize=16384)
 def day_start(day: date, zone: ZoneInfo) -> int:
     """Unix second of the first instant of local `day` (a skipped midnight starts at the jump)."""
     return int(datetime.combine(day, time(0), tzinfo=zone).timestamp())

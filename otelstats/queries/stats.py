@@ -7,6 +7,7 @@ the number of calls. The overview is the sum of the period's days, so the two al
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -17,15 +18,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
-from ..models import Call, Conversation, ConversationBucket, Rollup
+from ..models import Call, ConversationBucket, Counter, Rollup
 from ..records import OUTCOMES
 from . import periods
+from .daycache import DayCache
 from .periods import Window
 
 ROLLUPS: sa.Table = Rollup.__table__  # type: ignore[assignment]
 CONVERSATIONS: sa.Table = ConversationBucket.__table__  # type: ignore[assignment]
 CALLS: sa.Table = Call.__table__  # type: ignore[assignment]
-FIRST_SEEN: sa.Table = Conversation.__table__  # type: ignore[assignment]
+COUNTERS: sa.Table = Counter.__table__  # type: ignore[assignment]
 DIGITS = 2
 """Every rate and average is rounded to this many decimals."""
 
@@ -41,7 +43,11 @@ INT_SUMS = (
     "tps_count",
 )
 FLOAT_SUMS = ("latency_sum_s", "tps_sum")
-Sums = dict[str, float]
+KEYS = (*INT_SUMS, *OUTCOMES, *FLOAT_SUMS)
+_I = {name: index for index, name in enumerate(KEYS)}
+Sums = list[float]
+"""Numbers in KEYS order: a list, because All Time folds thousands of (day, model) cells and
+adding lists element-wise runs at C speed where dicts would not."""
 
 
 def _int(value: int) -> sa.ColumnElement[int]:
@@ -80,17 +86,18 @@ def _aggregates() -> list[Any]:
 
 def _sums(row: Mapping[Any, Any] | None) -> Sums:
     """A result row → plain numbers (PostgreSQL returns Decimal for SUM(bigint))."""
-    sums: Sums = {}
-    for name in (*INT_SUMS, *OUTCOMES):
-        sums[name] = int(row[name] or 0) if row is not None else 0
-    for name in FLOAT_SUMS:
-        sums[name] = float(row[name] or 0.0) if row is not None else 0.0
-    return sums
+    if row is None:
+        return [0] * len(INT_SUMS + OUTCOMES) + [0.0] * len(FLOAT_SUMS)
+    ints: Sums = [int(row[name] or 0) for name in (*INT_SUMS, *OUTCOMES)]
+    return ints + [float(row[name] or 0.0) for name in FLOAT_SUMS]
 
 
 def _add(into: Sums, other: Sums) -> None:
-    for key, value in other.items():
-        into[key] = into.get(key, 0) + value
+    into[:] = map(operator.add, into, other)
+
+
+def _get(sums: Sums, name: str) -> float:
+    return sums[_I[name]]
 
 
 def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | None:
@@ -101,19 +108,19 @@ def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | 
 
 def entry(sums: Sums) -> dict[str, Any]:
     """The numbers every overview/daily/model entry shares (§4), plus a few extras."""
-    requests = int(sums["requests"])
-    prompt, completion = int(sums["input_tokens"]), int(sums["output_tokens"])
+    requests = int(_get(sums, "requests"))
+    prompt, completion = int(_get(sums, "input_tokens")), int(_get(sums, "output_tokens"))
     return {
         "requests": requests,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "avg_tokens_per_second": _ratio(sums["tps_sum"], sums["tps_count"]),
-        "avg_latency_ms": _ratio(sums["latency_sum_s"], sums["latency_count"], 1000.0),
-        "success_rate": _ratio(sums["ok"], requests, 100.0),
-        "errors": int(sums["error"]),
-        "counted_calls": int(sums["counted_calls"]),
-        "unreported_calls": int(sums["unreported_calls"]),
+        "avg_tokens_per_second": _ratio(_get(sums, "tps_sum"), _get(sums, "tps_count")),
+        "avg_latency_ms": _ratio(_get(sums, "latency_sum_s"), _get(sums, "latency_count"), 1000.0),
+        "success_rate": _ratio(_get(sums, "ok"), requests, 100.0),
+        "errors": int(_get(sums, "error")),
+        "counted_calls": int(_get(sums, "counted_calls")),
+        "unreported_calls": int(_get(sums, "unreported_calls")),
     }
 
 
@@ -129,23 +136,39 @@ def _first_bucket(conn: Connection) -> int | None:
 Cells = dict[tuple[date, str], Sums]
 
 
-def _cells(conn: Connection, window: Window) -> Cells:
-    """Sums per (local day, model) over the period and trend days: one index range scan.
+def _read_cells(conn: Connection, zone: ZoneInfo, lo: int, hi: int) -> Cells:
+    """Sums per (local day, model) of the buckets in [lo, hi): one index range scan.
 
-    SQL returns at most days x models rows, folded here into days, models or both, so one scan
-    serves every view (two GROUP BYs would read the buckets twice).
+    SQL returns at most days x models rows, folded by the caller into days, models or both, so
+    one scan serves every view (two GROUP BYs would read the buckets twice).
     """
-    segments = periods.offset_segments(window.zone, window.scan_lo, window.hi)
+    segments = periods.offset_segments(zone, lo, hi)
     day = local_day(ROLLUPS.c.bucket_start, segments).label("day")
     stmt = (
         sa.select(day, ROLLUPS.c.model, *_aggregates())
-        .where(ROLLUPS.c.bucket_start >= window.scan_lo, ROLLUPS.c.bucket_start < window.hi)
+        .where(ROLLUPS.c.bucket_start >= lo, ROLLUPS.c.bucket_start < hi)
         .group_by(day, ROLLUPS.c.model)
     )
     return {
         (periods.EPOCH + timedelta(days=int(row.day)), str(row.model)): _sums(row._mapping)
         for row in conn.execute(stmt)
     }
+
+
+def _cells(conn: Connection, window: Window, cache: DayCache | None) -> Cells:
+    """Sums per (local day, model) over the period and trend days; finished days come from
+    `cache` while they are unchanged."""
+    if cache is None:
+        return _read_cells(conn, window.zone, window.scan_lo, window.hi)
+    zone = window.zone
+    return cache.cells(
+        conn,
+        window.tz,
+        sorted(set(window.days) | set(window.trend_days)),
+        window.days[-1],
+        lambda day: periods.day_start(day, zone),
+        lambda lo, hi: _read_cells(conn, zone, lo, hi),
+    )
 
 
 def _fold(cells: Cells, window: Window) -> tuple[dict[date, Sums], dict[str, Sums]]:
@@ -163,12 +186,12 @@ def _fold(cells: Cells, window: Window) -> tuple[dict[date, Sums], dict[str, Sum
 def _conversations(conn: Connection, window: Window) -> int:
     """Distinct conversation ids among the period's calls.
 
-    All Time reads `conversations` (one row per id ever seen) rather than a DISTINCT over
-    every bucket; a period reads the buckets it covers.
+    All Time reads the writer's count of ids ever seen rather than a DISTINCT over every
+    bucket; a period reads the buckets it covers.
     """
     if window.period == "all":
-        first = FIRST_SEEN.c.first_bucket
-        stmt = sa.select(sa.func.count()).select_from(FIRST_SEEN).where(first < window.hi)
+        # Kept by the writer: a COUNT over millions of ids would cost more than all else here.
+        stmt = sa.select(COUNTERS.c.value).where(COUNTERS.c.name == "conversations")
     else:
         c = CONVERSATIONS.c
         stmt = sa.select(sa.func.count(sa.distinct(c.conversation_id))).where(
@@ -183,13 +206,13 @@ def _overview(days: Mapping[date, Sums], window: Window, conversations: int) -> 
         _add(total, days.get(day, _empty()))
     overview = entry(total)
     overview["conversations"] = conversations
-    overview["cached_input_tokens"] = int(total["cached_input_tokens"])
-    overview["reasoning_tokens"] = int(total["reasoning_tokens"])
-    overview["outcomes"] = {outcome: int(total[outcome]) for outcome in OUTCOMES}
+    overview["cached_input_tokens"] = int(_get(total, "cached_input_tokens"))
+    overview["reasoning_tokens"] = int(_get(total, "reasoning_tokens"))
+    overview["outcomes"] = {outcome: int(_get(total, outcome)) for outcome in OUTCOMES}
     trend = [days.get(day, _empty()) for day in window.trend_days]
     overview["trend"] = {
-        "requests": [int(s["requests"]) for s in trend],
-        "total_tokens": [int(s["input_tokens"] + s["output_tokens"]) for s in trend],
+        "requests": [int(_get(s, "requests")) for s in trend],
+        "total_tokens": [int(_get(s, "input_tokens") + _get(s, "output_tokens")) for s in trend],
     }
     return overview
 
@@ -216,20 +239,26 @@ def _reader(engine: Engine) -> Connection:
 
 
 def stats(
-    engine: Engine, period: str = "7d", tz: str = "UTC", *, now: datetime | None = None
+    engine: Engine,
+    period: str = "7d",
+    tz: str = "UTC",
+    *,
+    now: datetime | None = None,
+    cache: DayCache | None = None,
 ) -> dict[str, Any]:
     """The JSON of DESIGN.md §3 for `period` in the IANA zone `tz` (QueryError if invalid).
 
     `daily` lists every local day of the period, oldest first, zero days included; for `all` it
     starts at the first recorded local day, and on an empty database it is today alone.
     Calls stamped after today (a skewed clock) are left out until their day comes.
+    A long-lived caller passes a `DayCache` so finished days are not read again.
     """
     periods.check_period(period)
     zone = periods.resolve_zone(tz)
     try:
         with _reader(engine) as conn, conn.begin():
             window = _window(conn, period, zone, now)
-            days, models = _fold(_cells(conn, window), window)
+            days, models = _fold(_cells(conn, window, cache), window)
             conversations = _conversations(conn, window)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the statistics: {exc.__class__.__name__}: {exc}") from exc
@@ -246,7 +275,12 @@ def stats(
 
 
 def daily_by_model(
-    engine: Engine, period: str = "7d", tz: str = "UTC", *, now: datetime | None = None
+    engine: Engine,
+    period: str = "7d",
+    tz: str = "UTC",
+    *,
+    now: datetime | None = None,
+    cache: DayCache | None = None,
 ) -> list[dict[str, Any]]:
     """One row per local day and model that had calls in the period (the `by=model` CSV).
 
@@ -258,7 +292,7 @@ def daily_by_model(
     try:
         with _reader(engine) as conn, conn.begin():
             window = _window(conn, period, zone, now)
-            cells = _cells(conn, window)
+            cells = _cells(conn, window, cache)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the statistics: {exc.__class__.__name__}: {exc}") from exc
     in_period = set(window.days)

@@ -1,5 +1,5 @@
 """The first schema: calls, rollups, conversation_buckets, conversations, day_generations,
-metric_totals, metric_histograms.
+counters, metric_totals, metric_histograms.
 
 Revision ID: 0001
 Revises:
@@ -106,6 +106,13 @@ def upgrade() -> None:
         **CLUSTERED,
     )
 
+    op.create_table(
+        "counters",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        **CLUSTERED,
+    )
+
     label_set = ("operation", "provider", "model")
     op.create_table(
         "metric_totals",
@@ -137,6 +144,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("metric_histograms")
     op.drop_table("metric_totals")
+    op.drop_table("counters")
     op.drop_table("day_generations")
     op.drop_table("conversations")
     op.drop_table("conversation_buckets")

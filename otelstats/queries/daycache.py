@@ -1,0 +1,130 @@
+"""A cache of finished local days, so All Time does not re-read two years of rollups per request.
+
+A finished day's sums change only when late or imported calls land in it; the writer bumps a
+counter per UTC day it touches (`day_generations`), and an entry is used only while the counters
+of the UTC days it overlaps are unchanged. Today is always read live. The cache is an object
+the caller owns (the web app keeps one), never module state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..models import DayGeneration
+from . import periods
+
+Sums = list[float]
+DayCells = dict[str, Sums]
+"""model → sums for one local day."""
+
+GENERATIONS: sa.Table = DayGeneration.__table__  # type: ignore[assignment]
+
+
+class DayCache:
+    """Sums per (zone, local day, model) of finished days; thread-safe, bounded (LRU)."""
+
+    def __init__(self, max_days: int = 20_000) -> None:
+        self._max_days = max_days
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, date], tuple[tuple[int, ...], DayCells]] = (
+            OrderedDict()
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: tuple[str, date], signature: tuple[int, ...]) -> DayCells | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != signature:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+
+    def _put(self, key: tuple[str, date], signature: tuple[int, ...], cells: DayCells) -> None:
+        with self._lock:
+            self._entries[key] = (signature, cells)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_days:
+                self._entries.popitem(last=False)
+
+    def cells(
+        self,
+        conn: Connection,
+        zone_key: str,
+        days: Sequence[date],
+        today: date,
+        day_start: Callable[[date], int],
+        read: Callable[[int, int], Mapping[tuple[date, str], Sums]],
+    ) -> dict[tuple[date, str], Sums]:
+        """Sums per (day, model) for `days`: finished days from the cache where still valid,
+        the rest (and today) through `read(lo, hi)`, which returns them for [lo, hi)."""
+        finished = [d for d in days if d < today]
+        signatures = _signatures(conn, finished, day_start)
+        out: dict[tuple[date, str], Sums] = {}
+        stale: list[date] = []
+        for day in finished:
+            cached = self._get((zone_key, day), signatures[day])
+            if cached is None:
+                stale.append(day)
+            else:
+                out.update({(day, model): sums for model, sums in cached.items()})
+        fresh: dict[date, DayCells] = {day: {} for day in stale}
+        for lo_day, hi_day in _runs(stale):
+            for (day, model), sums in read(day_start(lo_day), day_start(hi_day)).items():
+                if day in fresh:
+                    fresh[day][model] = sums
+        for day, cells in fresh.items():
+            self._put((zone_key, day), signatures[day], cells)
+            out.update({(day, model): sums for model, sums in cells.items()})
+        if days and days[-1] >= today:
+            live = read(day_start(today), day_start(days[-1] + timedelta(days=1)))
+            out.update({key: sums for key, sums in live.items() if key[0] >= today})
+        return out
+
+
+def _signatures(
+    conn: Connection, days: Sequence[date], day_start: Callable[[date], int]
+) -> dict[date, tuple[int, ...]]:
+    """For each local day, the generations of the UTC days it overlaps."""
+    if not days:
+        return {}
+    spans = {
+        day: range(
+            day_start(day) // periods.DAY,
+            (day_start(day + timedelta(days=1)) - 1) // periods.DAY + 1,
+        )
+        for day in days
+    }
+    lo = min(span.start for span in spans.values())
+    hi = max(span.stop for span in spans.values())
+    c = GENERATIONS.c
+    rows = conn.execute(
+        sa.select(c.utc_day, c.generation).where(c.utc_day >= lo, c.utc_day < hi)
+    ).all()
+    generation: dict[int, int] = {int(row[0]): int(row[1]) for row in rows}
+    return {day: tuple(generation.get(u, 0) for u in span) for day, span in spans.items()}
+
+
+def _runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Consecutive days as [first, last + 1) runs, so stale days are read in few range scans."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], day + timedelta(days=1))
+        else:
+            runs.append((day, day + timedelta(days=1)))
+    return runs
+
+
+__all__ = ["DayCache"]
