@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Imported eagerly: the name equals its submodule's, and importing `otelstats.conversation`
+# (as the instrumentation does) would otherwise rebind `otelstats.conversation` to the module.
+from .conversation import conversation
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -26,7 +30,6 @@ __all__ = [
 
 _LAZY = {
     "instrument": "otelstats.bootstrap",
-    "conversation": "otelstats.conversation",
     "OpenAIInstrumentor": "otelstats.instrumentation",
     "StatsSpanExporter": "otelstats.exporter",
     "Store": "otelstats.store",
@@ -35,7 +38,6 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .bootstrap import instrument
-    from .conversation import conversation
     from .exporter import StatsSpanExporter
     from .instrumentation import OpenAIInstrumentor
     from .store import Store

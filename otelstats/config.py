@@ -102,7 +102,7 @@ SETTINGS: tuple[Setting, ...] = (
         1000,
         _parse_positive_int,
         "How often finished calls are written to the database, in milliseconds "
-        "(the most a SIGKILL can lose).",
+        "(a SIGKILL loses at most the calls of the last two intervals).",
     ),
     Setting(
         "metrics_model_limit",

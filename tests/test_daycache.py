@@ -79,3 +79,35 @@ def test_cache_is_bounded() -> None:
     for day in range(10):
         cache._put(("UTC", datetime(2026, 1, 1 + day).date()), (0,), {})
     assert len(cache) == 3
+
+
+def test_conversations_across_finished_days_and_today_count_once(store: Store) -> None:
+    store.write(
+        [
+            record(NOW - timedelta(days=2), conversation_id="spans-days"),
+            record(NOW - timedelta(minutes=30), conversation_id="spans-days"),
+            record(NOW - timedelta(minutes=20), conversation_id="today-only"),
+            record(NOW - timedelta(days=3), conversation_id="old"),
+        ]
+    )
+    cache = queries.DayCache()
+    for _ in range(2):
+        cached, plain = _both(store, cache, "7d", "UTC")
+        assert cached["overview"]["conversations"] == plain["overview"]["conversations"] == 3
+
+    store.write([record(NOW - timedelta(days=4), conversation_id="late")])  # a finished day
+    cached, plain = _both(store, cache, "7d", "UTC")
+    assert cached["overview"]["conversations"] == plain["overview"]["conversations"] == 4
+
+
+def test_serve_warm_up_fills_the_apps_cache(sqlite_store: Store) -> None:
+    from otelstats.web import DAY_CACHE_KEY, create_app, warm_day_cache
+
+    _seed(sqlite_store)
+    app = create_app({"TESTING": True}, store=sqlite_store)
+    cache = app.extensions[DAY_CACHE_KEY]
+    warm_day_cache(app, "UTC")
+    assert len(cache) > 30
+    misses = cache.misses
+    assert app.test_client().get("/api/stats?period=all&tz=UTC").status_code == 200
+    assert cache.misses == misses

@@ -183,21 +183,36 @@ def _fold(cells: Cells, window: Window) -> tuple[dict[date, Sums], dict[str, Sum
     return days, models
 
 
-def _conversations(conn: Connection, window: Window) -> int:
+def _conversations(conn: Connection, window: Window, cache: DayCache | None) -> int:
     """Distinct conversation ids among the period's calls.
 
     All Time reads the writer's count of ids ever seen rather than a DISTINCT over every
-    bucket; a period reads the buckets it covers.
+    bucket; a period reads the buckets it covers (finished days' ids from `cache` if given).
     """
+    c = CONVERSATIONS.c
     if window.period == "all":
         # Kept by the writer: a COUNT over millions of ids would cost more than all else here.
         stmt = sa.select(COUNTERS.c.value).where(COUNTERS.c.name == "conversations")
-    else:
-        c = CONVERSATIONS.c
+        return int(conn.scalar(stmt) or 0)
+    if cache is None:
         stmt = sa.select(sa.func.count(sa.distinct(c.conversation_id))).where(
             c.bucket_start >= window.lo, c.bucket_start < window.hi
         )
-    return int(conn.scalar(stmt) or 0)
+        return int(conn.scalar(stmt) or 0)
+
+    def read_ids(lo: int, hi: int) -> list[str]:
+        query = sa.select(c.conversation_id).where(c.bucket_start >= lo, c.bucket_start < hi)
+        return list(conn.scalars(query.distinct()))
+
+    zone = window.zone
+    return cache.conversations(
+        conn,
+        window.tz,
+        window.days,
+        window.days[-1],
+        lambda day: periods.day_start(day, zone),
+        read_ids,
+    )
 
 
 def _overview(days: Mapping[date, Sums], window: Window, conversations: int) -> dict[str, Any]:
@@ -259,7 +274,7 @@ def stats(
         with _reader(engine) as conn, conn.begin():
             window = _window(conn, period, zone, now)
             days, models = _fold(_cells(conn, window, cache), window)
-            conversations = _conversations(conn, window)
+            conversations = _conversations(conn, window, cache)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the statistics: {exc.__class__.__name__}: {exc}") from exc
     daily = [{"date": day.isoformat()} | entry(days.get(day, _empty())) for day in window.days]

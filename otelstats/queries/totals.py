@@ -1,8 +1,8 @@
 """All-time totals for /metrics: metric_totals, metric_histograms, and the stored conversations.
 
 `all_time_totals` reads only the never-pruned per-label-set tables (cost grows with label sets, not
-with calls) and folds models past the top N into `other`; `distinct_conversations` scans the
-conversation table (cost grows with it). Knows nothing of Prometheus' formats.
+with calls) and folds models past the top N into `other`; `distinct_conversations` reads the
+conversation count the writer keeps. Knows nothing of Prometheus' formats.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..models import ConversationBucket, MetricHistogram, MetricTotal
+from ..models import Counter, MetricHistogram, MetricTotal
 
 OTHER_MODEL = "other"
 """The model label every model outside the top N shares."""
@@ -141,10 +141,11 @@ def all_time_totals(engine: Engine, *, model_limit: int) -> AllTimeTotals:
 
 
 def distinct_conversations(engine: Engine) -> int:
-    """Distinct conversation ids in the stored history (what /api/stats says for `all`)."""
-    conversations = ConversationBucket.__table__
+    """Distinct conversation ids ever seen (what /api/stats says for `all`): the writer's
+    counter, so a scrape never scans the conversations."""
+    counters: sa.Table = Counter.__table__  # type: ignore[assignment]
     with engine.connect() as conn:
         count = conn.execute(
-            sa.select(sa.func.count(sa.distinct(conversations.c.conversation_id)))
-        ).scalar_one()
+            sa.select(counters.c.value).where(counters.c.name == "conversations")
+        ).scalar()
     return int(count or 0)

@@ -1,0 +1,1 @@
+"""One-off imports of call history kept by other tools (`otelstats import ...`)."""

@@ -1,0 +1,437 @@
+"""The recording proxy: an OpenAI-compatible endpoint that forwards to a real server and records.
+
+Each inference call becomes one OTel span on the proxy's own TracerProvider (never the global
+one), whose processor feeds the store. Streams are relayed event by event as they arrive.
+Request headers, Authorization included, are forwarded and never stored or logged.
+Upstream HTTP uses the standard library (`http.client`): no extra dependency, and `read1()` hands
+over each chunk the moment it arrives, so nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, request
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .. import semconv
+from ..errors import ConfigError
+from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+"""Largest request body accepted (images in chat requests are big; anything larger is refused)."""
+MAX_CONVERSATION_ID = 128
+CONVERSATION_HEADER = "X-Conversation-Id"
+_HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        # Recomputed or chosen by the proxy itself:
+        "host", "content-length", "accept-encoding",
+    }
+)  # fmt: skip
+_NOT_FORWARDED = _HOP_BY_HOP | {CONVERSATION_HEADER.lower()}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where calls go: the base URL an OpenAI SDK would be given (e.g. http://host:8080/v1)."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Upstream:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(
+                f"--upstream {url!r} is not an http(s) URL; give the base URL of an "
+                "OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"
+            )
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ConfigError(f"--upstream {url!r}: {exc}") from None
+        # A bare host means the usual /v1 prefix; an explicit path is kept as given.
+        path = parts.path.rstrip("/") or "/v1"
+        return cls(parts.scheme, parts.hostname, port, path)
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not be reached or did not answer in time."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    timeout: float = 600.0
+    """Seconds without a byte from the upstream before the call fails with 504."""
+    connect_timeout: float = 10.0
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    stream_usage: bool = True
+    """Ask chat/completions streams for usage when the client did not, hiding the extra chunk."""
+    provider: str = semconv.PROVIDER_OPENAI
+
+
+def _error(status: int, message: str, kind: str) -> Response:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _conversation_id(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    cleaned = "".join(ch for ch in raw.strip() if ch.isprintable())
+    return cleaned[:MAX_CONVERSATION_ID] or None
+
+
+class _Call:
+    """One forwarded request: sends it, relays the answer and ends its span exactly once."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        options: ProxyOptions,
+        tracer: trace.Tracer,
+        tally: CallTally | None,
+        conversation_id: str | None,
+    ) -> None:
+        self.upstream = upstream
+        self.options = options
+        self.tally = tally
+        self.span = None
+        if tally is not None:
+            operation = OPERATIONS.get(tally.endpoint, semconv.OPERATION_CHAT)
+            name = f"{operation} {tally.request_model}" if tally.request_model else operation
+            self.span = tracer.start_span(
+                name,
+                context=otel_context.Context(),  # a root span: never a child of the proxy's work
+                kind=SpanKind.CLIENT,
+                start_time=tally.start_ns,
+            )
+            if conversation_id is not None:
+                self.span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
+
+    def send(
+        self, method: str, endpoint: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self.upstream.connection(self.options.connect_timeout)
+        target = f"{self.upstream.base_path}/{endpoint}"
+        if request.query_string:
+            target += "?" + request.query_string.decode("latin-1")
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(self.options.timeout)
+            conn.request(method, target, body=body, headers=dict(headers))
+            return conn, conn.getresponse()
+        except TimeoutError:
+            conn.close()
+            raise UpstreamFailure(
+                504, "timeout", f"the upstream {self._where()} did not answer in time"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+            raise UpstreamFailure(
+                502,
+                exc.__class__.__name__,
+                f"the upstream {self._where()} is unreachable: {reason}",
+            ) from None
+
+    def _where(self) -> str:
+        return f"{self.upstream.scheme}://{self.upstream.host}:{self.upstream.port}"
+
+    def finish(self, error_type: str | None = None) -> None:
+        """Record the call (once); `error_type` marks a failure seen by the proxy itself."""
+        if self.span is None or self.tally is None:
+            return
+        span, self.span = self.span, None
+        if error_type is not None and self.tally.error_type is None:
+            self.tally.error_type = error_type
+        attrs = self.tally.attributes(
+            provider=self.options.provider, server=(self.upstream.host, self.upstream.port)
+        )
+        span.set_attributes(attrs)
+        if attrs[semconv.OTELSTATS_OUTCOME] == "error":
+            span.set_status(Status(StatusCode.ERROR, self.tally.error_type))
+        span.end(end_time=time.time_ns())
+
+    def relay(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        hide_usage_chunk: bool,
+    ) -> Iterator[bytes]:
+        """Yield each SSE event the moment it is complete; record the call when the stream ends."""
+        tally = self.tally
+        splitter = SSESplitter()
+        error_type: str | None = None
+        try:
+            while data := resp.read1(65536):
+                for event in splitter.feed(data):
+                    if tally is not None:
+                        text, parsed = parse_event(event)
+                        if text is not None and text.strip() == "[DONE]":
+                            tally.finished = True
+                        if parsed is not None:
+                            tally.observe_event(parsed, time.time_ns())
+                            if hide_usage_chunk and _usage_only(parsed):
+                                continue
+                    yield event
+            rest = splitter.rest()
+            if rest:
+                yield rest
+            if tally is not None and tally.finish_reasons and tally.endpoint != "responses":
+                tally.finished = True
+        except GeneratorExit:
+            if tally is not None:
+                tally.outcome = "cancelled"  # the client went away
+            raise
+        except TimeoutError:
+            error_type = "timeout"
+        except (OSError, http.client.HTTPException) as exc:
+            error_type = exc.__class__.__name__
+        finally:
+            conn.close()
+            self.finish(error_type)
+
+
+def _usage_only(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("choices") == [] and bool(event.get("usage"))
+
+
+def _forward_headers(stream_requested: bool) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    # Identity, so that usage can be read from the bytes that pass through.
+    headers["Accept-Encoding"] = "identity"
+    if stream_requested:
+        headers.setdefault("Accept", "text/event-stream")
+    return headers
+
+
+def _response_headers(resp: http.client.HTTPResponse) -> list[tuple[str, str]]:
+    # CORS grants are the upstream's to give for itself: passed on, an upstream's
+    # `Access-Control-Allow-Origin: *` would let any web page use this loopback proxy.
+    return [
+        (k, v)
+        for k, v in resp.getheaders()
+        if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("access-control-")
+    ]
+
+
+def create_proxy_app(
+    upstream: str, tracer_provider: trace.TracerProvider, options: ProxyOptions | None = None
+) -> Flask:
+    """The proxy as a WSGI app; spans go to `tracer_provider` (give it a processor to the store)."""
+    target = Upstream.parse(upstream)
+    opts = options or ProxyOptions()
+    tracer = tracer_provider.get_tracer("otelstats.receivers.proxy")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return _error(exc.code or 500, exc.description or exc.name, "invalid_request_error")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("proxy error: %s", exc.__class__.__name__)  # never the request: it has keys
+        return _error(500, "internal error in the otelstats proxy", "proxy_error")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response('{"status": "ok"}', mimetype="application/json")
+
+    @app.route("/<path:path>", methods=["GET", "POST"])
+    def forward(path: str) -> Response:
+        endpoint = path.strip("/").removeprefix("v1/")
+        if request.method == "GET" and (endpoint == "models" or endpoint.startswith("models/")):
+            return _forward_plain(endpoint)
+        if endpoint not in OPERATIONS:
+            return _error(404, f"otelstats proxy does not forward /{path}", "not_found")
+        if request.method != "POST":
+            return _error(405, f"/{path} takes POST", "invalid_request_error")
+        return _forward_call(endpoint)
+
+    def _forward_plain(endpoint: str) -> Response:
+        call = _Call(target, opts, tracer, None, None)
+        try:
+            conn, resp = call.send("GET", endpoint, None, _forward_headers(False))
+        except UpstreamFailure as exc:
+            return _error(exc.status, str(exc), exc.error_type)
+        try:
+            body = resp.read()
+        except (OSError, http.client.HTTPException):
+            return _error(502, "the upstream closed the connection", "upstream_error")
+        finally:
+            conn.close()
+        return Response(body, status=resp.status, headers=_response_headers(resp))
+
+    def _forward_call(endpoint: str) -> Response:
+        start_ns = time.time_ns()
+        raw = request.get_data(cache=False)
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return _error(
+                400, f"the request body is not valid JSON: {exc}", "invalid_request_error"
+            )
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object", "invalid_request_error")
+        tally = CallTally.for_request(endpoint, body, start_ns)
+        call = _Call(
+            target, opts, tracer, tally, _conversation_id(request.headers.get(CONVERSATION_HEADER))
+        )
+        headers = _forward_headers(tally.streaming)
+        injected = (
+            opts.stream_usage
+            and tally.streaming
+            and endpoint in {"chat/completions", "completions"}
+            and "include_usage" not in (body.get("stream_options") or {})
+            and (body.get("stream_options") is None or isinstance(body["stream_options"], dict))
+        )
+        sent = raw
+        if injected:
+            stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
+            sent = json.dumps({**body, "stream_options": stream_options}).encode()
+        try:
+            conn, resp = call.send("POST", endpoint, sent, headers)
+            if injected and resp.status in {400, 422}:
+                # An older server that rejects stream_options: send the client's own body.
+                conn.close()
+                injected = False
+                conn, resp = call.send("POST", endpoint, raw, headers)
+        except UpstreamFailure as exc:
+            call.finish(exc.error_type)
+            return _error(exc.status, str(exc), exc.error_type)
+        content_type = resp.getheader("Content-Type", "")
+        if resp.status < 400 and content_type.startswith("text/event-stream"):
+            return Response(
+                call.relay(conn, resp, hide_usage_chunk=injected),
+                status=resp.status,
+                headers=_response_headers(resp),
+                direct_passthrough=True,
+            )
+        return _whole(call, conn, resp)
+
+    def _whole(
+        call: _Call, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+    ) -> Response:
+        try:
+            payload = resp.read()
+        except TimeoutError:
+            call.finish("timeout")
+            return _error(504, "the upstream did not finish its answer in time", "timeout")
+        except (OSError, http.client.HTTPException) as exc:
+            call.finish(exc.__class__.__name__)
+            return _error(502, "the upstream closed the connection mid-answer", "upstream_error")
+        finally:
+            conn.close()
+        if call.tally is not None:
+            if resp.status >= 400:
+                call.tally.error_type = str(resp.status)
+            else:
+                # Not JSON: forwarded untouched, recorded without usage.
+                with contextlib.suppress(ValueError):
+                    call.tally.observe_body(json.loads(payload))
+        call.finish()
+        return Response(payload, status=resp.status, headers=_response_headers(resp))
+
+    return app
+
+
+def recording_provider(exporter: SpanExporter, export_interval_ms: int = 1000) -> TracerProvider:
+    """The proxy's own TracerProvider: spans are exported off the request threads to `exporter`.
+
+    `OTEL_RESOURCE_ATTRIBUTES` is honoured (e.g. service.instance.id for team mode).
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": "otelstats-proxy"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=export_interval_ms)
+    )
+    return provider
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """Logs each request without its query string: some clients put API keys there."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path
+        self.path = path.partition("?")[0]
+        try:
+            super().log_request(code, size)
+        finally:
+            self.path = path
+
+
+class ProxyServer:
+    """A threaded WSGI server running the proxy in a background thread (used by the CLI and tests).
+
+    Werkzeug's threaded server writes and flushes every chunk a streamed response yields, so a
+    stream reaches the client event by event; servers that coalesce small writes would not.
+    """
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=_RequestHandler
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}/v1"
+
+    def start(self) -> ProxyServer:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="otelstats-proxy", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,65 @@
+"""The page shell and its assets, through the Flask test client (no browser needed)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from otelstats.config import Settings
+from otelstats.store import Store
+from otelstats.web import create_app
+from otelstats.web.dashboard import plotly_js_path
+
+STATIC = Path(__file__).resolve().parents[2] / "otelstats" / "web" / "static"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[FlaskClient]:
+    store = Store.open(tmp_path / "stats.db")
+    app = create_app({"TESTING": True}, settings=Settings.from_env({}), store=store)
+    yield app.test_client()
+    store.dispose()
+
+
+def test_page_has_no_inline_script_or_style_and_only_local_assets(client: FlaskClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert re.search(r"<script(?![^>]*\bsrc=)", html) is None
+    assert " style=" not in html
+    assert "<style" not in html
+    urls = re.findall(r'(?:src|href)="([^"#?]+)', html)
+    assets = [u for u in urls if u.startswith("/assets/")]
+    assert len(assets) >= 8
+    assert not [u for u in urls if "//" in u]  # nothing from another host
+    for url in assets:
+        with client.get(url) as response:  # files are streamed: close them
+            assert response.status_code == 200, url
+
+
+def test_plotly_comes_from_the_installed_package(client: FlaskClient) -> None:
+    with client.get("/assets/vendor/plotly.min.js") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "text/javascript"
+        assert response.get_data() == plotly_js_path().read_bytes()
+        assert response.cache_control.max_age == 86_400
+
+
+def test_plotly_css_matches_the_installed_plotly_version() -> None:
+    head = plotly_js_path().read_text(encoding="utf-8")[:200]
+    installed = re.search(r"plotly\.js (v[\d.]+)", head)
+    assert installed is not None
+    assert f"plotly.js {installed.group(1)};" in (STATIC / "plotly.css").read_text(encoding="utf-8")
+
+
+def test_maplibre_placeholder_id_is_the_one_plotly_looks_for(client: FlaskClient) -> None:
+    html = client.get("/").get_data(as_text=True)
+    placeholder = re.search(r'<template id="([0-9a-f]{64})">', html)
+    assert placeholder is not None
+    assert f'getElementById("{placeholder.group(1)}")' in plotly_js_path().read_text(
+        encoding="utf-8"
+    )

@@ -1,0 +1,281 @@
+"""The recording proxy, end to end: real clients → proxy → a real local upstream → the store."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+
+from otelstats.fake_server import FakeOpenAIServer, Reply
+
+from .conftest import RunningProxy
+
+SECRET = "sk-test-Zq8c1s3cr3tvalue"
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def _chunk(content: str | None, finish: str | None = None) -> bytes:
+    delta = {"content": content} if content is not None else {}
+    event = {"model": "gated", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+class GatedUpstream:
+    """An upstream that sends the first stream chunk, then waits for `release` before the rest.
+
+    With `hold_headers` it waits before answering at all (a slow upstream).
+    """
+
+    def __init__(self, *, hold_headers: bool = False) -> None:
+        self.release = threading.Event()
+        self.finished = threading.Event()
+        """Set once the upstream has written its whole answer."""
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hold_headers:
+                    gate.release.wait(10)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(_chunk("first"))
+                self.wfile.flush()
+                gate.release.wait(10)
+                for event in (_chunk(" second"), _chunk(None, "stop"), b"data: [DONE]\n\n"):
+                    self.wfile.write(event)
+                self.wfile.flush()
+                gate.finished.set()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def gated() -> Iterator[GatedUpstream]:
+    server = GatedUpstream()
+    yield server
+    server.close()
+
+
+def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    return urllib.request.urlopen(request, timeout=10)
+
+
+def _error(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _post(url, body, headers)
+    return info.value.code, json.loads(info.value.read())
+
+
+def test_openai_sdk_through_proxy_records_every_operation(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+
+    reply = client.chat.completions.create(model="fake-gpt-4o-mini", messages=MESSAGES)
+    chunks = list(
+        client.chat.completions.create(model="fake-gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+    client.embeddings.create(model="fake-embed", input="hello")
+    client.responses.create(model="fake-llama-3-8b", input="hello")
+    list(client.responses.create(model="fake-llama-3-8b", input="hello", stream=True))
+    client.completions.create(model="fake-llama-3-8b", prompt="hello")
+    models = client.models.list()
+
+    assert reply.choices[0].message.content
+    # The usage the proxy asked for on the client's behalf never reaches the client.
+    assert all(chunk.choices for chunk in chunks)
+    assert "fake-embed" in [m.id for m in models.data]
+    rows = proxy.calls()
+    assert [(r["operation"], r["streaming"], r["outcome"]) for r in rows] == [
+        ("chat", False, "ok"),
+        ("chat", True, "ok"),
+        ("embeddings", False, "ok"),
+        ("chat", False, "ok"),
+        ("chat", True, "ok"),
+        ("text_completion", False, "ok"),
+    ]  # GET /models is forwarded, not an inference call
+    assert reply.usage is not None
+    assert rows[0]["input_tokens"] == reply.usage.prompt_tokens
+    assert rows[0]["output_tokens"] == reply.usage.completion_tokens
+    assert rows[1]["tokens_source"] == "reported"
+    assert rows[1]["output_tokens"] == 9
+    assert rows[1]["time_to_first_chunk_s"] is not None
+    assert rows[4]["output_tokens"] == 9
+    assert rows[4]["time_to_first_chunk_s"] is not None
+    assert all(r["provider"] == "openai" for r in rows)
+
+
+def test_stream_reaches_client_before_upstream_finishes(
+    gated: GatedUpstream, start_proxy: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(gated.base_url, stream_usage=False)
+    body = {"model": "gated", "messages": MESSAGES, "stream": True}
+    with _post(f"{proxy.base_url}/chat/completions", body) as response:
+        first = response.readline()
+        # The upstream has not finished (it waits for release): the chunk was not held back.
+        assert not gated.finished.is_set()
+        assert b'"first"' in first
+        gated.release.set()
+        rest = response.read()
+    assert b"[DONE]" in rest
+    (row,) = proxy.calls()
+    assert row["outcome"] == "ok"
+    assert row["streaming"]
+    # No usage in this stream: the two content chunks are counted, and flagged so.
+    assert (row["output_tokens"], row["tokens_source"]) == (2, "counted")
+    assert row["time_to_first_chunk_s"] is not None
+
+
+def test_openai_sdk_stream_is_incremental(gated: GatedUpstream, start_proxy: Any) -> None:
+    proxy: RunningProxy = start_proxy(gated.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    stream = client.chat.completions.create(model="gated", messages=MESSAGES, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.content == "first"
+    assert not gated.finished.is_set()
+    gated.release.set()
+    assert [c.choices[0].delta.content for c in stream] == [" second", None]
+
+
+def test_authorization_and_headers_are_forwarded_never_stored(
+    upstream: FakeOpenAIServer, start_proxy: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    client.chat.completions.create(
+        model="fake-gpt-4o-mini", messages=MESSAGES, extra_headers={"X-Conversation-Id": "conv-42"}
+    )
+    # Azure-style clients put the key in the query string: forwarded, not logged.
+    with urllib.request.urlopen(f"{proxy.base_url}/models?api-key={SECRET}", timeout=10) as resp:
+        assert resp.status == 200
+    assert upstream.requests[-1].path.endswith(f"api-key={SECRET}")
+    upstream.push(Reply(status=401, error_message="bad key"))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="fake-gpt-4o-mini", messages=MESSAGES)
+
+    assert upstream.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    rows = proxy.calls()
+    assert [r["conversation_id"] for r in rows] == ["conv-42", None]
+    assert all(SECRET not in repr(dict(r)) for r in rows)
+    proxy.store.dispose()  # checkpoint nothing away: read the raw file and its WAL as they are
+    path = proxy.store.path
+    assert path is not None
+    for file in path.parent.iterdir():
+        assert SECRET.encode() not in file.read_bytes(), file
+    assert "/v1/models" in caplog.text  # the request was logged ...
+    assert SECRET not in caplog.text  # ... without the key
+
+
+def test_upstream_error_is_passed_through_and_recorded_failed(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(status=429, error_message="slow down", error_code="rate_limit_exceeded"))
+    status, body = _error(f"{proxy.base_url}/chat/completions", {"model": "m", "messages": []})
+    assert status == 429
+    assert body["error"]["message"] == "slow down"
+    (row,) = proxy.calls()
+    assert (row["outcome"], row["error_type"]) == ("error", "429")
+
+
+def test_upstream_down_gives_502_and_a_failed_record(start_proxy: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nothing listens there
+    proxy: RunningProxy = start_proxy(f"http://127.0.0.1:{port}/v1")
+    status, body = _error(f"{proxy.base_url}/chat/completions", {"model": "m", "messages": []})
+    assert status == 502
+    assert "unreachable" in body["error"]["message"]
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    with pytest.raises(openai.InternalServerError):
+        client.embeddings.create(model="e", input="x")
+    rows = proxy.calls()
+    assert [(r["operation"], r["outcome"]) for r in rows] == [
+        ("chat", "error"),
+        ("embeddings", "error"),
+    ]
+    assert rows[0]["error_type"] == "ConnectionRefusedError"
+
+
+def test_slow_upstream_gives_504_and_a_failed_record(start_proxy: Any) -> None:
+    slow = GatedUpstream(hold_headers=True)
+    try:
+        proxy: RunningProxy = start_proxy(slow.base_url, timeout=0.3)
+        status, body = _error(f"{proxy.base_url}/chat/completions", {"model": "m", "messages": []})
+    finally:
+        slow.close()
+    assert status == 504
+    assert body["error"]["type"] == "timeout"
+    (row,) = proxy.calls()
+    assert (row["outcome"], row["error_type"]) == ("error", "timeout")
+
+
+def test_cut_stream_is_recorded_incomplete(upstream: FakeOpenAIServer, start_proxy: Any) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(cut_after=3))
+    body = {"model": "fake-gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with _post(f"{proxy.base_url}/chat/completions", body) as response:
+        text = response.read()
+    assert b"[DONE]" not in text
+    (row,) = proxy.calls()
+    assert row["outcome"] == "incomplete"
+
+
+def test_bad_requests_are_refused_and_proxy_keeps_serving(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url, max_request_bytes=4096)
+    url = f"{proxy.base_url}/chat/completions"
+    assert _error(url, b"{not json")[0] == 400
+    assert _error(url, b"[1, 2]")[0] == 400
+    status, body = _error(url, {"model": "m", "messages": [{"content": "x" * 10_000}]})
+    assert status == 413
+    assert body["error"]["message"]
+    assert _error(f"{proxy.base_url}/files", {})[0] == 404
+    with _post(url, {"model": "fake-gpt-4o-mini", "messages": MESSAGES}) as response:
+        assert json.loads(response.read())["choices"]
+    # Refused requests never reached the upstream and are not calls.
+    assert len(upstream.requests) == 1
+    assert len(proxy.calls()) == 1
+
+
+def test_unprefixed_paths_and_server_without_stream_options(start_proxy: Any) -> None:
+    with FakeOpenAIServer(reject_stream_options=True) as old_server:
+        proxy: RunningProxy = start_proxy(old_server.base_url)
+        root = proxy.base_url.removesuffix("/v1")
+        body = {"model": "fake-llama-3-8b", "messages": MESSAGES, "stream": True}
+        with _post(f"{root}/chat/completions", body) as response:
+            assert b"[DONE]" in response.read()
+    (row,) = proxy.calls()
+    # The proxy's usage request was refused, so the client's own body went through instead.
+    assert row["outcome"] == "ok"
+    assert row["tokens_source"] == "counted"
