@@ -64,11 +64,15 @@ def main() -> None:
             build(large, 200_000, 730).dispose()
         rounds = 3 if args.quick else args.rounds
         results = {"small": measure(small, rounds), "large": measure(large, rounds)}
-    print(f"{'request':<42}{'10k warm':>10}{'large cold':>12}{'large warm':>12}{'ratio':>7}")
+    print(f"{'request (ms)':<42}{'small cold':>11}{'small warm':>11}{'large cold':>11}"
+          f"{'large warm':>11}{'ratio':>7}")  # fmt: skip
     for url in URLS:
         s_cold, s_warm = results["small"][url]
         l_cold, l_warm = results["large"][url]
-        print(f"{url:<42}{s_warm:>9.1f} {l_cold:>11.1f} {l_warm:>11.1f} {l_warm / s_warm:>6.2f}")
+        print(
+            f"{url:<42}{s_cold:>11.1f}{s_warm:>11.1f}{l_cold:>11.1f}{l_warm:>11.1f}"
+            f"{l_warm / s_warm:>7.2f}"
+        )
 
 
 if __name__ == "__main__":
