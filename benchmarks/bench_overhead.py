@@ -1,140 +1,261 @@
-"""Per-call overhead of otelstats' instrumentation against the bare openai SDK (and against
-`opentelemetry-instrumentation-openai-v2` when it is installed), side by side in one run.
+"""Per-call overhead of otelstats' instrumentation against the bare openai SDK and against
+`opentelemetry-instrumentation-openai-v2`, side by side in one run (issue 8, target 1).
 
-The SDK talks to an in-process httpx2.MockTransport serving the fake server's wire format, so the
-network does not hide the overhead. Medians over rounds; no assertions on time.
+The SDK talks to an in-process `httpx2.MockTransport` returning canned OpenAI JSON / SSE bytes (no
+sockets), so nothing hides the overhead. Both instrumentors export through the real pipeline: a
+BatchSpanProcessor feeding StatsSpanExporter into a temporary SQLite file, flushed at the end of
+every block, so the exporter thread's CPU is counted (`time.process_time()` covers every thread).
+Setups are interleaved within each round (order rotated), medians over rounds. Per-chunk cost is
+the slope between streams of two lengths. No assertions: `--quick` only keeps it from rotting.
 
-    .venv/bin/python benchmarks/bench_overhead.py            # full
-    OTELSTATS_BENCH_QUICK=1 .venv/bin/python benchmarks/bench_overhead.py   # quick (CI)
+    .venv/bin/python benchmarks/bench_overhead.py            # full (about a minute)
+    .venv/bin/python benchmarks/bench_overhead.py --quick    # CI smoke run
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otelstats._fake_wire import Reply, render
+from otelstats.exporter import StatsSpanExporter
 from otelstats.instrumentation import OpenAIInstrumentor
 
 QUICK = os.environ.get("OTELSTATS_BENCH_QUICK") == "1" or "--quick" in sys.argv
-ROUNDS = 2 if QUICK else 9
+ROUNDS = 2 if QUICK else 21
 CALLS = 10 if QUICK else 100
-TEXT = " ".join(f"w{i}" for i in range(50))  # 50 content chunks per stream
-MESSAGES = [{"role": "user", "content": "hello"}]
+SHORT, LONG = 10, 210
+"""Content chunks of the two stream lengths; per-chunk cost = slope between them."""
+MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hello"}]
+KINDS = ("non_stream", "async_non_stream", "stream_short", "stream_long")
 
 
-class NullExporter(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
+# -- canned wire bytes ---------------------------------------------------------------------------
 
 
-def transport() -> httpx2.MockTransport:
-    reply = Reply(text=TEXT)
-
-    def handle(request: httpx2.Request) -> httpx2.Response:
-        body = json.loads(request.content or b"{}")
-        rendered = render(request.method, request.url.path, body, reply, 1)
-        content = b"".join(rendered.events) if rendered.events else rendered.body
-        return httpx2.Response(
-            rendered.status, headers={"content-type": rendered.content_type}, content=content
-        )
-
-    return httpx2.MockTransport(handle)
+def _sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-def client() -> openai.OpenAI:
-    return openai.OpenAI(
+def _chunk(choices: list[Any], usage: Any = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": choices, "usage": usage}  # fmt: skip
+
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}
+
+
+def stream_body(chunks: int, include_usage: bool) -> bytes:
+    parts = [_sse(_chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}]))]
+    parts += [
+        _sse(_chunk([{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]))
+        for i in range(chunks)
+    ]
+    parts.append(_sse(_chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])))
+    if include_usage:
+        usage = {**USAGE, "completion_tokens": chunks, "total_tokens": 5 + chunks}
+        parts.append(_sse(_chunk([], usage)))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+COMPLETION = json.dumps(
+    {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+     "choices": [{"index": 0, "finish_reason": "stop",
+                  "message": {"role": "assistant", "content": "The quick brown fox."}}],
+     "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
+).encode()  # fmt: skip
+STREAMS = {(n, usage): stream_body(n, usage) for n in (SHORT, LONG) for usage in (False, True)}
+
+
+def handle(request: httpx2.Request) -> httpx2.Response:
+    content = request.content
+    if b'"stream":true' not in content:
+        return httpx2.Response(200, headers={"content-type": "application/json"},
+                               content=COMPLETION)  # fmt: skip
+    n = LONG if b'"max_tokens":' + str(LONG).encode() in content else SHORT
+    body = STREAMS[(n, b'"include_usage":true' in content)]
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+
+# -- the calls -----------------------------------------------------------------------------------
+
+
+def make_clients() -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
+    sync = openai.OpenAI(
         base_url="http://fake.local/v1",
         api_key="bench",
         max_retries=0,
-        http_client=httpx2.Client(transport=transport()),
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handle)),
     )
+    async_ = openai.AsyncOpenAI(
+        base_url="http://fake.local/v1",
+        api_key="bench",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handle)),
+    )
+    return sync, async_
 
 
-def non_stream(sdk: openai.OpenAI) -> None:
-    sdk.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+def block(kind: str, sync: openai.OpenAI, async_: openai.AsyncOpenAI, calls: int) -> None:
+    create = sync.chat.completions.create
+    if kind == "non_stream":
+        for _ in range(calls):
+            create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    elif kind == "async_non_stream":
+
+        async def run() -> None:
+            acreate = async_.chat.completions.create
+            for _ in range(calls):
+                await acreate(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+
+        asyncio.run(run())
+    else:
+        n = LONG if kind == "stream_long" else SHORT
+        for _ in range(calls):
+            # The caller asks for usage itself, so every setup gets the same bytes (otelstats
+            # would otherwise add one usage chunk that the SDK must parse: ~1 chunk of cost).
+            stream = create(  # type: ignore[call-overload]
+                model="m",
+                messages=MESSAGES,
+                stream=True,
+                max_tokens=n,
+                stream_options={"include_usage": True},
+            )
+            for _chunk in stream:
+                pass
 
 
-def stream(sdk: openai.OpenAI) -> None:
-    for _chunk in sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
-        pass
-
-
-def per_call_us(fn: Callable[[openai.OpenAI], None], sdk: openai.OpenAI) -> float:
-    start = time.perf_counter()
-    for _ in range(CALLS):
-        fn(sdk)
-    return (time.perf_counter() - start) / CALLS * 1e6
-
-
-def providers() -> dict[str, Any]:
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(NullExporter()))
-    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    return {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+# -- setups --------------------------------------------------------------------------------------
 
 
 def openai_v2() -> Any:
     try:
-        from opentelemetry.instrumentation.openai_v2 import (  # type: ignore[import-not-found]
+        from opentelemetry.instrumentation.openai_v2 import (
             OpenAIInstrumentor as V2,
         )
-    except Exception:
+    except Exception as exc:
+        print(f"openai-v2 not available ({exc!r}): pip install opentelemetry-instrumentation-"
+              "openai-v2 opentelemetry-util-genai==1.1b0")  # fmt: skip
         return None
-    return V2()
+    return V2()  # type: ignore[no-untyped-call]
+
+
+class Setup:
+    def __init__(self, name: str, instrumentor: Any, db: Path) -> None:
+        self.name = name
+        self.instrumentor = instrumentor
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(StatsSpanExporter(db)))
+        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+    def __enter__(self) -> Setup:
+        if self.instrumentor is not None:
+            self.instrumentor.instrument(
+                tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.instrumentor is not None:
+            self.instrumentor.uninstrument()
+
+    def flush(self) -> None:
+        self.tracer_provider.force_flush()
+
+
+def measure(setup: Setup, kind: str, clients: tuple[Any, Any]) -> tuple[float, float]:
+    """(wall µs, process CPU µs) per call; CPU includes flushing this block's spans to SQLite."""
+    gc.collect()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    calls = CALLS // 4 if kind == "stream_long" else CALLS
+    block(kind, *clients, calls)
+    wall = time.perf_counter() - wall0
+    setup.flush()
+    cpu = time.process_time() - cpu0
+    return wall / calls * 1e6, cpu / calls * 1e6
 
 
 def main() -> None:
-    sdk = client()
-    v2 = openai_v2()
-    ours = OpenAIInstrumentor()
-    setups: dict[str, Any] = {"bare": None, "otelstats": ours}
-    if v2 is not None:
-        setups["openai-v2"] = v2
-    samples: dict[str, dict[str, list[float]]] = {
-        name: {"non_stream": [], "stream": []} for name in setups
-    }
-    # Rounds interleave the setups, so load drift on a shared machine hits all of them alike.
-    for _ in range(ROUNDS):
-        for name, instrumentor in setups.items():
-            if instrumentor is not None:
-                instrumentor.instrument(**providers())
-            try:
-                non_stream(sdk)  # warm up
-                stream(sdk)
-                samples[name]["non_stream"].append(per_call_us(non_stream, sdk))
-                samples[name]["stream"].append(per_call_us(stream, sdk))
-            finally:
-                if instrumentor is not None:
-                    instrumentor.uninstrument()
-    results = {
-        name: {kind: statistics.median(values) for kind, values in row.items()}
-        for name, row in samples.items()
-    }
-    bare = results["bare"]
-    print(f"rounds={ROUNDS} calls/round={CALLS} chunks/stream=50 (quick={QUICK})")
-    print(f"{'':12}{'non-stream µs':>16}{'overhead':>10}{'stream µs':>12}{'overhead':>10}"
-          f"{'per chunk':>11}")  # fmt: skip
-    for name, row in results.items():
-        ns, st = row["non_stream"], row["stream"]
-        o_ns, o_st = ns - bare["non_stream"], st - bare["stream"]
-        per_chunk = (o_st - o_ns) / 50
-        print(f"{name:12}{ns:16.1f}{o_ns:10.1f}{st:12.1f}{o_st:10.1f}{per_chunk:11.2f}")
-    if v2 is None:
-        print("openai-v2: not installed (pip install opentelemetry-instrumentation-openai-v2 "
-              "opentelemetry-util-genai==1.1b0)")  # fmt: skip
+    clients = make_clients()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        setups = [Setup("bare", None, db), Setup("otelstats", OpenAIInstrumentor(), db)]
+        v2 = openai_v2()
+        if v2 is not None:
+            setups.append(Setup("openai-v2", v2, db))
+        for setup in setups:  # warm up: imports, the database's creation, SDK caches
+            with setup:
+                for kind in KINDS:
+                    block(kind, *clients, 3)
+                setup.flush()
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in range(ROUNDS):
+            # Interleaved, order rotated: load drift on a shared machine hits every setup alike.
+            for setup in setups[r % len(setups) :] + setups[: r % len(setups)]:
+                with setup:
+                    for kind in KINDS:
+                        samples.setdefault((setup.name, kind), []).append(
+                            measure(setup, kind, clients)
+                        )
+        for setup in setups:
+            setup.tracer_provider.shutdown()
+    report([s.name for s in setups], samples)
+
+
+def report(names: list[str], samples: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
+    def med(name: str, kind: str, which: int) -> float:
+        return statistics.median(s[which] for s in samples[(name, kind)])
+
+    def over(name: str, kind: str, which: int) -> float:
+        # Median of per-round differences: each round's bare run is its own baseline.
+        pairs = zip(samples[(name, kind)], samples[("bare", kind)], strict=True)
+        return statistics.median(s[which] - b[which] for s, b in pairs)
+
+    def per_chunk(name: str, which: int) -> float:
+        return (over(name, "stream_long", which) - over(name, "stream_short", which)) / (
+            LONG - SHORT
+        )
+
+    print(f"rounds={ROUNDS} calls/block={CALLS} stream chunks={SHORT}/{LONG} quick={QUICK}")
+    print("medians; overhead = median of per-round (setup - bare); "
+          "wall = caller's time, cpu = process CPU incl. export")  # fmt: skip
+    header = f"{'':11}" + "".join(f"{k:>20}" for k in KINDS) + f"{'per chunk':>14}"
+    for which, label in ((0, "wall µs"), (1, "cpu µs")):
+        print(f"\n{label} per call (overhead in brackets)\n{header}")
+        for name in names:
+            cells = "".join(
+                f"{med(name, k, which):11.1f} ({over(name, k, which):5.1f})" for k in KINDS
+            )
+            chunk = "" if name == "bare" else f"{per_chunk(name, which):12.2f}µs"
+            print(f"{name:11}{cells}{chunk}")
+    if "openai-v2" in names:
+        print("\nratio otelstats/openai-v2 overhead (target <= 0.5; per chunk <= 1.0):")
+        for which, label in ((0, "wall"), (1, "cpu ")):
+            cells = "  ".join(
+                f"{k}={_ratio(over('otelstats', k, which), over('openai-v2', k, which))}"
+                for k in ("non_stream", "async_non_stream", "stream_short")
+            )
+            chunk = _ratio(per_chunk("otelstats", which), per_chunk("openai-v2", which))
+            print(f"  {label}: {cells}  per_chunk={chunk}")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b > 0 else "n/a"
 
 
 if __name__ == "__main__":

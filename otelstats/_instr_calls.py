@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import wrapt
+from opentelemetry.trace import Span
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry, usage_attributes
@@ -30,8 +31,13 @@ from .conversation import resolve as resolve_conversation
 from .records import Outcome
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
-_ACTIVE: ContextVar[bool] = ContextVar("otelstats_active_call", default=False)
-"""Set while a wrapped call runs: an SDK method calling another wrapped one is not a second call."""
+_ACTIVE: ContextVar[Span | None] = ContextVar("otelstats_active_call", default=None)
+"""Our span while a wrapped call runs: an SDK method calling another wrapped one is not a second
+call, and another instrumentation's span started inside it is a duplicate (`_coexist`)."""
+
+
+def active_call() -> Span | None:
+    return _ACTIVE.get()
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,25 @@ def _given(value: Any) -> bool:
     return value is not None and bool(value)
 
 
-def _server(instance: Any) -> tuple[str | None, int | None, str]:
+def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None, str]:
+    """(host, port, base URL text) of the client, parsed once per base URL object."""
     url = getattr(getattr(instance, "_client", None), "base_url", None)
     if url is None:
         return None, None, ""
+    cache = telemetry.servers
+    found = cache.get(id(url))
+    if found is not None and found[0] is url:  # the same object, not a recycled id
+        return found[1]
     host = getattr(url, "host", None)
     port = getattr(url, "port", None)
     if port is None:
         scheme = getattr(url, "scheme", "")
         port = 443 if scheme == "https" else 80 if scheme == "http" else None
-    return host or None, port, str(url)
+    server = (host or None, port, str(url))
+    if len(cache) >= 64:
+        cache.clear()
+    cache[id(url)] = (url, server)
+    return server
 
 
 class Prepared:
@@ -75,7 +90,7 @@ class Prepared:
         options = telemetry.options
         model = kwargs.get("model")
         model = model if isinstance(model, str) else None
-        host, port, self.base_url = _server(instance)
+        host, port, self.base_url = _server(telemetry, instance)
         headers = kwargs.get("extra_headers")
         self.raw = isinstance(headers, Mapping) and bool(headers.get(RAW_RESPONSE_HEADER))
         self.stream = kwargs.get("stream") is True
@@ -220,7 +235,7 @@ def wrap_result(telemetry: Telemetry, endpoint: Endpoint, prepared: Prepared, re
 
 
 def _prepare(telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any) -> Any:
-    if _ACTIVE.get():
+    if _ACTIVE.get() is not None:
         return None
     try:
         return Prepared(telemetry, endpoint, instance, kwargs)
@@ -242,7 +257,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]
         prepared = _prepare(telemetry, endpoint, instance, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
-        token = _ACTIVE.set(True)
+        token = _ACTIVE.set(prepared.call.span)
         try:
             try:
                 result = wrapped(*args, **prepared.kwargs)
@@ -267,7 +282,7 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any
         prepared = _prepare(telemetry, endpoint, instance, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
-        token = _ACTIVE.set(True)
+        token = _ACTIVE.set(prepared.call.span)
         try:
             try:
                 result = await wrapped(*args, **prepared.kwargs)

@@ -18,6 +18,7 @@ from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from . import semconv
+from ._coexist import mark_parent
 from .records import Outcome
 
 logger = logging.getLogger("otelstats.instrumentation")
@@ -68,6 +69,8 @@ class Telemetry:
         self.rejects_stream_options: set[str] = set()
         """Servers (base URLs) that answered 400 to `stream_options`: never ask them again."""
         self.response_conversations: OrderedDict[str, str] = OrderedDict()
+        self.servers: dict[int, tuple[Any, tuple[str | None, int | None, str]]] = {}
+        """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self._logged: set[str] = set()
 
     def internal_error(self, where: str) -> None:
@@ -87,6 +90,7 @@ class Telemetry:
     def start(self, operation: str, model: str | None, attributes: dict[str, Any]) -> Call:
         name = f"{operation} {model}" if model else operation
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        mark_parent(span)
         return Call(self, span, operation, attributes)
 
 
@@ -95,32 +99,36 @@ def _int(value: Any) -> int | None:
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
-    """Token counts of a usage object (chat/completions/embeddings or Responses names)."""
+    """Token counts of a usage object (chat/completions/embeddings or Responses names).
+
+    One object uses one naming, so the other naming is read only when the first is absent: a
+    missing attribute on a pydantic model raises inside getattr, which costs microseconds.
+    """
     attrs: dict[str, Any] = {}
     if usage is None:
         return attrs
     inp = _int(getattr(usage, "prompt_tokens", None))
-    if inp is None:
-        inp = _int(getattr(usage, "input_tokens", None))
     out = _int(getattr(usage, "completion_tokens", None))
-    if out is None:
+    if inp is None and out is None:  # Responses API names
+        inp = _int(getattr(usage, "input_tokens", None))
         out = _int(getattr(usage, "output_tokens", None))
+        prefix = ("input_tokens_details", "output_tokens_details")
+    else:
+        prefix = ("prompt_tokens_details", "completion_tokens_details")
     if inp is not None:
         attrs[semconv.USAGE_INPUT_TOKENS] = inp
     if out is not None:
         attrs[semconv.USAGE_OUTPUT_TOKENS] = out
-    details = getattr(usage, "prompt_tokens_details", None) or getattr(
-        usage, "input_tokens_details", None
-    )
-    cached = _int(getattr(details, "cached_tokens", None))
-    if cached is not None:
-        attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
-    details = getattr(usage, "completion_tokens_details", None) or getattr(
-        usage, "output_tokens_details", None
-    )
-    reasoning = _int(getattr(details, "reasoning_tokens", None))
-    if reasoning is not None:
-        attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    details = getattr(usage, prefix[0], None)
+    if details is not None:
+        cached = _int(getattr(details, "cached_tokens", None))
+        if cached is not None:
+            attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
+    details = getattr(usage, prefix[1], None)
+    if details is not None:
+        reasoning = _int(getattr(details, "reasoning_tokens", None))
+        if reasoning is not None:
+            attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     if attrs:
         attrs[semconv.OTELSTATS_TOKENS_SOURCE] = "reported"
     return attrs

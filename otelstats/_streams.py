@@ -92,6 +92,11 @@ class StreamState:
     def exhausted(self) -> None:
         self.end("ok" if self.finished else "incomplete")
 
+    def feed_failed(self) -> None:
+        """otelstats could not read a chunk: end the call now; the user's stream goes on."""
+        self.call.telemetry.internal_error("reading a stream chunk")
+        self.end("ok" if self.finished else "incomplete")
+
     def stopped(self) -> None:
         """Closed, left or dropped by the user: complete if the server had already finished."""
         self.end("ok" if self.finished else "cancelled")
@@ -251,17 +256,6 @@ class _StreamProxyBase(wrapt.ObjectProxy[Any]):
             self._self_response = _ClosingResponse(self.__wrapped__.response, self._self_state)
         return self._self_response
 
-    def _self_feed(self, item: Any) -> bool:
-        state = self._self_state
-        if state.call.done:
-            return False
-        try:
-            return state.feed(item)
-        except Exception:
-            state.call.telemetry.internal_error("reading a stream chunk")
-            state.end("ok" if state.finished else "incomplete")
-            return False
-
     def __del__(self) -> None:
         state = self._self_state
         if not state.call.done:
@@ -275,17 +269,25 @@ class SyncStreamProxy(_StreamProxyBase):
         return self
 
     def __next__(self) -> Any:
+        # The per-chunk path: locals only, no extra calls beyond `feed` itself.
         wrapped = self.__wrapped__
+        state = self._self_state
         while True:
             try:
                 item = wrapped.__next__()
             except StopIteration:
-                self._self_state.exhausted()
+                state.exhausted()
                 raise
             except BaseException as exc:
-                self._self_state.failed(exc)
+                state.failed(exc)
                 raise
-            if not self._self_feed(item):
+            if state.call.done:
+                return item
+            try:
+                if not state.feed(item):
+                    return item
+            except Exception:
+                state.feed_failed()
                 return item
 
     def __enter__(self) -> SyncStreamProxy:
@@ -318,16 +320,23 @@ class AsyncStreamProxy(_StreamProxyBase):
 
     async def __anext__(self) -> Any:
         wrapped = self.__wrapped__
+        state = self._self_state
         while True:
             try:
                 item = await wrapped.__anext__()
             except StopAsyncIteration:
-                self._self_state.exhausted()
+                state.exhausted()
                 raise
             except BaseException as exc:
-                self._self_state.failed(exc)
+                state.failed(exc)
                 raise
-            if not self._self_feed(item):
+            if state.call.done:
+                return item
+            try:
+                if not state.feed(item):
+                    return item
+            except Exception:
+                state.feed_failed()
                 return item
 
     async def __aenter__(self) -> AsyncStreamProxy:

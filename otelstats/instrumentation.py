@@ -7,8 +7,10 @@ capture_content=..., conversation_salt=...)`; `uninstrument()` unwraps exactly w
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
+import sys
+import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -17,19 +19,23 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import register_post_import_hook, wrap_function_wrapper
 
+from ._coexist import DuplicateMarker
 from ._instr_calls import (
     CHAT,
     EMBEDDINGS,
     RESPONSES,
     TEXT_COMPLETION,
     Endpoint,
+    active_call,
     async_wrapper,
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
 from .config import Settings
+
+log = logging.getLogger(__name__)
 
 _INSTRUMENTS = ("openai >= 1.0",)
 _SCOPE = "otelstats.instrumentation.openai"
@@ -57,17 +63,8 @@ _TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint, bool], ...] = (
 )  # fmt: skip
 
 
-def _resolve(modules: tuple[str, ...], cls: str, method: str) -> tuple[Any, str] | None:
-    """The first module that has `cls.method` (modules moved between SDK versions)."""
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        owner = getattr(module, cls, None)
-        if owner is not None and callable(getattr(owner, method, None)):
-            return module, f"{cls}.{method}"
-    return None
+_MODULES = tuple(dict.fromkeys(name for target in _TARGETS for name in target[0]))
+"""Every module a target may live in, each once, in order."""
 
 
 def _options(settings: Settings | None, kwargs: dict[str, Any]) -> Options:
@@ -96,6 +93,10 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not hasattr(self, "_wrapped"):
             self._wrapped: list[tuple[Any, str]] = []
             self.telemetry: Telemetry | None = None
+            self._markers: weakref.WeakKeyDictionary[Any, DuplicateMarker] = (
+                weakref.WeakKeyDictionary()
+            )
+            self._hooked: set[str] = set()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
@@ -104,23 +105,64 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         settings, defaults = self._defaults
         settings = kwargs.get("settings") or settings
         merged = {**defaults, **{k: v for k, v in kwargs.items() if v is not None}}
-        tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
+        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        self._mark_duplicates(tracer_provider)
+        tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
         telemetry = Telemetry(tracer, meter, _options(settings, merged))
         self.telemetry = telemetry
         self._wrapped = []
+        # A module the app has not imported yet is wrapped when it is: importing all of the SDK's
+        # resources (Responses, beta...) up front would double the app's start-up time.
+        for name in _MODULES:
+            if name in sys.modules:
+                self._wrap_module(sys.modules[name])
+            elif name not in self._hooked:
+                self._hooked.add(name)
+                register_post_import_hook(self._on_import, name)
+
+    def _on_import(self, module: Any) -> None:
+        if self.telemetry is None:  # uninstrumented since: hooks cannot be unregistered
+            return
+        try:
+            self._wrap_module(module)
+        except Exception:  # never break the app's import
+            log.warning("otelstats: could not instrument %s", module.__name__, exc_info=True)
+
+    def _wrap_module(self, module: Any) -> None:
+        telemetry = self.telemetry
+        assert telemetry is not None
         for modules, cls, method, endpoint, is_async in _TARGETS:
-            found = _resolve(modules, cls, method)
-            if found is None or (found[0], found[1]) in self._wrapped:
+            if module.__name__ not in modules:
                 continue
-            module, name = found
+            owner = getattr(module, cls, None)
+            if owner is None or not callable(getattr(owner, method, None)):
+                continue
+            # A package re-exports its submodule's class: the same class is wrapped once.
+            if any(o is owner and m == method for o, m in self._wrapped):
+                continue
             factory = async_wrapper if is_async else sync_wrapper
-            wrap_function_wrapper(module, name, factory(telemetry, endpoint))
-            self._wrapped.append((module, name))
+            wrap_function_wrapper(owner, method, factory(telemetry, endpoint))
+            self._wrapped.append((owner, method))
+
+    def _mark_duplicates(self, tracer_provider: Any) -> None:
+        """With an SDK provider, mark other tools' spans of our calls (see `_coexist`)."""
+        for old in self._markers.values():
+            old.active = False
+        add = getattr(tracer_provider, "add_span_processor", None)
+        if not callable(add):
+            return  # a proxy / vendor provider: only the theirs-outside order is detected
+        marker = self._markers.get(tracer_provider)
+        if marker is None:
+            marker = DuplicateMarker(active_call)
+            add(marker)
+            self._markers[tracer_provider] = marker
+        marker.active = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for module, name in reversed(self._wrapped):
-            cls, method = name.split(".")
-            unwrap(getattr(module, cls), method)
+        for marker in self._markers.values():
+            marker.active = False
+        for owner, method in reversed(self._wrapped):
+            unwrap(owner, method)
         self._wrapped = []
         self.telemetry = None

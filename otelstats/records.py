@@ -182,6 +182,8 @@ def span_to_record(span: SpanLike) -> CallRecord | None:
     attrs = span.attributes
     if attrs is None or not is_genai(attrs) or span.start_time is None or span.end_time is None:
         return None
+    if semconv.OTELSTATS_DUPLICATE_OF in attrs:  # otelstats' own span of that call is the record
+        return None
     context = getattr(span, "context", None)
     resource = getattr(getattr(span, "resource", None), "attributes", None) or {}
 

@@ -41,6 +41,8 @@ OTELSTATS_TOKENS_SOURCE: Final = "otelstats.usage.source"
 OTELSTATS_CHUNKS: Final = "otelstats.response.chunks"
 OTELSTATS_LAST_CHUNK_TIME: Final = "otelstats.response.time_to_last_chunk"
 """Seconds from request start to the last content chunk of a stream (for tokens/second)."""
+OTELSTATS_DUPLICATE_OF: Final = "otelstats.duplicate_of"
+"""On another instrumentation's span of a call otelstats also traced: never a second record."""
 
 # Values.
 OPERATION_CHAT: Final = "chat"
