@@ -52,6 +52,24 @@ def bench_raw(path: Path, records: list[CallRecord]) -> float:
     return rate
 
 
+def bench_pg(url: str, records: list[CallRecord]) -> float:
+    """Store.write into a schema of its own (created and dropped here) on PostgreSQL."""
+    schema = "otelstats_bench_ingest"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    store = Store.open(scoped.render_as_string(hide_password=False))
+    try:
+        return bench_store(store, records)
+    finally:
+        store.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast, for CI")
@@ -72,14 +90,7 @@ def main() -> None:
             raw_store.dispose()
             raw.append(bench_raw(Path(tmp) / "raw.db", records))
         if args.pg:
-            pg_store = Store.open(args.pg)
-            with pg_store.engine.begin() as conn:
-                for table in ("calls", "rollups", "conversation_buckets", "metric_totals",
-                              "metric_histograms"):  # fmt: skip
-                    conn.execute(sa.text(f"DELETE FROM {table}"))
-            pg.append(bench_store(pg_store, records))
-            pg_store.dispose()
-
+            pg.append(bench_pg(args.pg, records))
     ours_m, raw_m = statistics.median(ours), statistics.median(raw)
     print(f"records per round: {n}, rounds: {rounds}, batch: {BATCH}")
     print(f"raw sqlite3 executemany (calls only): {raw_m:12,.0f} rows/s")

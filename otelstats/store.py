@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 _PG_MIGRATION_LOCK = 0x6F74_6C73  # "otls": serialises concurrent migrate() calls on PostgreSQL
 _WRITE_OPTION = "otelstats_write"
+_PG_INSERT_CALLS = (
+    f"INSERT INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
+    f"VALUES ({', '.join(['%s'] * len(_deltas.CALL_COLUMNS))}) "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
 _SQLITE_INSERT_CALLS = (
     f"INSERT OR IGNORE INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
     f"VALUES ({', '.join('?' * len(_deltas.CALL_COLUMNS))})"
@@ -208,25 +213,26 @@ class Store:
 
     def _insert_new_calls(self, conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
         """Insert the records not stored yet; return exactly those (so rollups count them once)."""
-        if conn.dialect.name == "sqlite":
+        # The common case has no duplicates: insert them all, skipping conflicts, and check the
+        # count; only when some were already stored, undo and find out which are new. Raw
+        # executemany is several times faster than INSERT … RETURNING row by row.
+        sqlite = conn.dialect.name == "sqlite"
+        values = [_deltas.call_values(r) for r in records]
+        savepoint = conn.begin_nested()
+        result = conn.exec_driver_sql(_SQLITE_INSERT_CALLS if sqlite else _PG_INSERT_CALLS, values)
+        if result.rowcount == len(records):
+            savepoint.commit()
+            return records
+        savepoint.rollback()
+        if sqlite:
             # BEGIN IMMEDIATE holds the write lock: what the SELECT sees cannot change before
-            # the INSERT, and raw executemany is several times faster than RETURNING per row.
-            # The common case has no duplicates: try them all and check the count; only when
-            # some were already stored, undo and filter them out first.
-            savepoint = conn.begin_nested()
-            result = conn.exec_driver_sql(
-                _SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in records]
-            )
-            if result.rowcount == len(records):
-                savepoint.commit()
-                return records
-            savepoint.rollback()
+            # the INSERT.
             stored = self._stored_ids(conn, records)
             new = [r for r in records if (r.trace_id, r.span_id) not in stored]
             if new:
                 conn.exec_driver_sql(_SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in new])
             return new
-        # PostgreSQL: concurrent writers do not serialise, so let the unique index decide.
+        # PostgreSQL writers do not serialise: let the unique index say which rows were new.
         calls: sa.Table = Call.__table__  # type: ignore[assignment]
         stmt = (
             _insert(conn, calls)

@@ -1,0 +1,33 @@
+"""Every benchmark runs in its quick mode, so none of them rots. Times are not asserted here:
+speed targets live in benchmarks/README.md, measured by the full runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
+
+
+def test_every_benchmark_is_listed_in_the_benchmarks_readme() -> None:
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    assert BENCHMARKS
+    missing = [name for name in BENCHMARKS if f"benchmarks.{name}" not in readme]
+    assert not missing, f"not in benchmarks/README.md: {missing}"
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_quick_mode_runs(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.strip(), "a benchmark that prints nothing measured nothing"
