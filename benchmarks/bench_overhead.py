@@ -2,13 +2,17 @@
 `opentelemetry-instrumentation-openai-v2`, side by side in one run (issue 8, target 1).
 
 The SDK talks to an in-process `httpx2.MockTransport` returning canned OpenAI JSON / SSE bytes (no
-sockets), so nothing hides the overhead. Both instrumentors export through the real pipeline: a
+sockets), so nothing hides the overhead. Every setup exports through the real pipeline: a
 BatchSpanProcessor feeding StatsSpanExporter into a temporary SQLite file, flushed at the end of
 every block, so the exporter thread's CPU is counted (`time.process_time()` covers every thread).
-Setups are interleaved within each round (order rotated), medians over rounds. Per-chunk cost is
-the slope between streams of two lengths. No assertions: `--quick` only keeps it from rotting.
+Each instrumentor runs with and without an SDK MeterProvider; the table compares three pairings
+(`CONFIGURATIONS`): "default" (what each user gets out of the box: `otelstats.instrument()` sets
+no MeterProvider, openai-v2 under `opentelemetry-instrument` gets an SDK one), "sdk-metrics" and
+"no-metrics" (equal work on both sides). Setups are interleaved within each round (order rotated),
+medians over rounds. Per-chunk cost is the slope between streams of two lengths. No assertions:
+`--quick` only keeps it from rotting.
 
-    .venv/bin/python benchmarks/bench_overhead.py            # full (about a minute)
+    .venv/bin/python benchmarks/bench_overhead.py            # full (about 90 s)
     .venv/bin/python benchmarks/bench_overhead.py --quick    # CI smoke run
 """
 
@@ -36,7 +40,7 @@ from otelstats.exporter import StatsSpanExporter
 from otelstats.instrumentation import OpenAIInstrumentor
 
 QUICK = os.environ.get("OTELSTATS_BENCH_QUICK") == "1" or "--quick" in sys.argv
-ROUNDS = 2 if QUICK else 21
+ROUNDS = 2 if QUICK else 15
 CALLS = 10 if QUICK else 100
 SHORT, LONG = 10, 210
 """Content chunks of the two stream lengths; per-chunk cost = slope between them."""
@@ -156,12 +160,21 @@ def openai_v2() -> Any:
 
 
 class Setup:
-    def __init__(self, name: str, instrumentor: Any, db: Path) -> None:
+    """One instrumentor under one provider setup. Every setup traces through an SDK
+    TracerProvider + BatchSpanProcessor into a StatsSpanExporter (the same database), so the
+    export CPU is the same kind of work for all. `sdk_metrics`: an SDK MeterProvider (what
+    `opentelemetry-instrument` configures); otherwise no meter provider is passed and the
+    histograms come from the API's global proxy meter, which is what `otelstats.instrument()`
+    does when no `prometheus_port` / meter_provider is given (bootstrap sets no MeterProvider)."""
+
+    def __init__(self, name: str, instrumentor: Any, db: Path, sdk_metrics: bool) -> None:
         self.name = name
         self.instrumentor = instrumentor
         self.tracer_provider = TracerProvider()
         self.tracer_provider.add_span_processor(BatchSpanProcessor(StatsSpanExporter(db)))
-        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        self.meter_provider = (
+            MeterProvider(metric_readers=[InMemoryMetricReader()]) if sdk_metrics else None
+        )
 
     def __enter__(self) -> Setup:
         if self.instrumentor is not None:
@@ -176,6 +189,19 @@ class Setup:
 
     def flush(self) -> None:
         self.tracer_provider.force_flush()
+
+
+CONFIGURATIONS = (
+    ("default", "otelstats", "openai-v2+metrics",
+     "what each user gets: otelstats.instrument(db=...) records no SDK metrics (it serves "
+     "/metrics from the database); openai-v2 as opentelemetry-instrument sets it up, SDK metrics"),
+    ("sdk-metrics", "otelstats+metrics", "openai-v2+metrics",
+     "both record gen_ai.client.* histograms into an SDK MeterProvider"),
+    ("no-metrics", "otelstats", "openai-v2",
+     "both with the API's proxy meter (no SDK MeterProvider): spans and export only"),
+)  # fmt: skip
+"""(name, otelstats setup, openai-v2 setup, what it means). Every setup exports its spans
+through BatchSpanProcessor -> StatsSpanExporter -> SQLite, so the export CPU is in all."""
 
 
 def measure(setup: Setup, kind: str, clients: tuple[Any, Any]) -> tuple[float, float]:
@@ -194,10 +220,16 @@ def main() -> None:
     clients = make_clients()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
-        setups = [Setup("bare", None, db), Setup("otelstats", OpenAIInstrumentor(), db)]
+        ours = OpenAIInstrumentor()
+        setups = [
+            Setup("bare", None, db, sdk_metrics=False),
+            Setup("otelstats", ours, db, sdk_metrics=False),
+            Setup("otelstats+metrics", ours, db, sdk_metrics=True),
+        ]
         v2 = openai_v2()
         if v2 is not None:
-            setups.append(Setup("openai-v2", v2, db))
+            setups.append(Setup("openai-v2", v2, db, sdk_metrics=False))
+            setups.append(Setup("openai-v2+metrics", v2, db, sdk_metrics=True))
         for setup in setups:  # warm up: imports, the database's creation, SDK caches
             with setup:
                 for kind in KINDS:
@@ -214,6 +246,8 @@ def main() -> None:
                         )
         for setup in setups:
             setup.tracer_provider.shutdown()
+            if setup.meter_provider is not None:
+                setup.meter_provider.shutdown()
     report([s.name for s in setups], samples)
 
 
@@ -233,8 +267,9 @@ def report(names: list[str], samples: dict[tuple[str, str], list[tuple[float, fl
 
     print(f"rounds={ROUNDS} calls/block={CALLS} stream chunks={SHORT}/{LONG} quick={QUICK}")
     print("medians; overhead = median of per-round (setup - bare); "
-          "wall = caller's time, cpu = process CPU incl. export")  # fmt: skip
-    header = f"{'':11}" + "".join(f"{k:>20}" for k in KINDS) + f"{'per chunk':>14}"
+          "wall = caller's time, cpu = process CPU incl. the exporter thread")  # fmt: skip
+    width = max(len(n) for n in names) + 1
+    header = f"{'':{width}}" + "".join(f"{k:>20}" for k in KINDS) + f"{'per chunk':>14}"
     for which, label in ((0, "wall µs"), (1, "cpu µs")):
         print(f"\n{label} per call (overhead in brackets)\n{header}")
         for name in names:
@@ -242,16 +277,25 @@ def report(names: list[str], samples: dict[tuple[str, str], list[tuple[float, fl
                 f"{med(name, k, which):11.1f} ({over(name, k, which):5.1f})" for k in KINDS
             )
             chunk = "" if name == "bare" else f"{per_chunk(name, which):12.2f}µs"
-            print(f"{name:11}{cells}{chunk}")
-    if "openai-v2" in names:
-        print("\nratio otelstats/openai-v2 overhead (target <= 0.5; per chunk <= 1.0):")
-        for which, label in ((0, "wall"), (1, "cpu ")):
-            cells = "  ".join(
-                f"{k}={_ratio(over('otelstats', k, which), over('openai-v2', k, which))}"
-                for k in ("non_stream", "async_non_stream", "stream_short")
-            )
-            chunk = _ratio(per_chunk("otelstats", which), per_chunk("openai-v2", which))
-            print(f"  {label}: {cells}  per_chunk={chunk}")
+            print(f"{name:{width}}{cells}{chunk}")
+    if "openai-v2" not in names:
+        return
+    print(
+        "\nCPU overhead per call, otelstats vs openai-v2 (target: ratio <= 0.5; per chunk <= 1.0)"
+    )
+    print(f"{'configuration':13}{'kind':>18}{'otelstats µs':>14}{'openai-v2 µs':>14}{'ratio':>8}")
+    for config, mine, theirs, _meaning in CONFIGURATIONS:
+        for kind in ("non_stream", "async_non_stream", "stream_short"):
+            a, b = over(mine, kind, 1), over(theirs, kind, 1)
+            print(f"{config:13}{kind:>18}{a:14.1f}{b:14.1f}{_ratio(a, b):>8}")
+        a, b = per_chunk(mine, 1), per_chunk(theirs, 1)
+        print(f"{config:13}{'per chunk':>18}{a:14.2f}{b:14.2f}{_ratio(a, b):>8}")
+    print("\nconfigurations (otelstats setup vs openai-v2 setup):")
+    for config, mine, theirs, meaning in CONFIGURATIONS:
+        print(f"  {config}: {mine} vs {theirs} -- {meaning}")
+    print("headline: 'default' (what `otelstats.instrument()` and openai-v2 under "
+          "opentelemetry-instrument each cost by default); 'sdk-metrics' and 'no-metrics' "
+          "compare equal work.")  # fmt: skip
 
 
 def _ratio(a: float, b: float) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Histogram, Meter, NoOpHistogram
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from . import semconv
@@ -72,6 +72,17 @@ class Telemetry:
         self.servers: dict[int, tuple[Any, tuple[str | None, int | None, str]]] = {}
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self._logged: set[str] = set()
+
+    def records_metrics(self) -> bool:
+        """False while the histograms record nothing: the API's no-op meter, or its proxy meter
+        before any global MeterProvider is set (what `otelstats.instrument()` leaves without a
+        Prometheus port). Asked per call, since an app may set its MeterProvider later; then
+        the labels are not even built (a few µs per call)."""
+        histogram = self.duration
+        if isinstance(histogram, NoOpHistogram):
+            return False
+        # The API's _ProxyHistogram forwards to `_real_instrument` once a provider is set.
+        return getattr(histogram, "_real_instrument", histogram) is not None
 
     def internal_error(self, where: str) -> None:
         """A failure of otelstats itself: log it once per place, never disturb the user's call."""
@@ -214,6 +225,8 @@ class Call:
             conversation_id = self.attributes.get(semconv.CONVERSATION_ID)
             if isinstance(response_id, str) and isinstance(conversation_id, str):
                 telemetry.remember_response(response_id, conversation_id)
+        if not telemetry.records_metrics():
+            return
         base = self.attributes
         labels = {key: base[key] for key in _METRIC_KEYS if key in base}
         response_model = attributes.get(semconv.RESPONSE_MODEL)

@@ -102,12 +102,40 @@ def _canonical(opening: list[Any]) -> str:
     return "".join(parts)
 
 
+def _plain_canonical(messages: Any) -> str | None:
+    """`_canonical(opening_messages(messages))` for the common shape, a list of plain dicts with
+    string role/content and no type/name, in one pass; None for anything else (the general path
+    then decides). The text must stay byte-identical: it keys stored conversation ids."""
+    if type(messages) is not list:
+        return None
+    parts: list[str] = []
+    for message in messages:
+        if type(message) is not dict:
+            return None
+        role = message.get("role")
+        content = message.get("content")
+        if (
+            type(role) is not str
+            or type(content) is not str
+            or message.get("type") is not None
+            or message.get("name") is not None
+        ):
+            return None
+        parts.append(f"role\x1f{role}content\x1f{content}\x1e")
+        if role == "user":
+            break
+    return "".join(parts) if parts else None
+
+
 def fingerprint(messages: Any, salt: bytes) -> str | None:
     """`fp-` + 32 hex digits of keyed BLAKE2b(salt, opening messages); None if unknown."""
-    opening = opening_messages(messages)
-    if opening is None:
-        return None
-    data = _canonical(opening).encode("utf-8", "replace")
+    text = _plain_canonical(messages)
+    if text is None:
+        opening = opening_messages(messages)
+        if opening is None:
+            return None
+        text = _canonical(opening)
+    data = text.encode("utf-8", "replace")
     # Keyed BLAKE2b is a MAC (as HMAC-SHA256 would be) at half the cost; keys are <= 64 bytes.
     digest = hashlib.blake2b(data, key=salt[:64], digest_size=16).hexdigest()
     return FINGERPRINT_PREFIX + digest

@@ -76,14 +76,16 @@ class CallRecord:
         out = self.output_tokens
         if self.outcome != "ok" or out is None:
             return None
+        duration = self.duration_s  # once: the rollup fold reads these for every record
         if self.streaming:
-            if out < 2 or self.time_to_first_chunk_s is None:
+            first = self.time_to_first_chunk_s
+            if out < 2 or first is None:
                 return None
-            generating = self.duration_s - self.time_to_first_chunk_s
+            generating = duration - first
             return (out - 1) / generating if generating > 0 else None
-        if out < 1 or self.duration_s <= 0:
+        if out < 1 or duration <= 0:
             return None
-        return out / self.duration_s
+        return out / duration
 
     @property
     def total_tokens(self) -> int:
@@ -148,7 +150,8 @@ def _finish_reasons(value: Any) -> tuple[str, ...]:
     if not isinstance(value, Sequence):
         return ()
     # 16 reasons of at most 60 characters, joined by commas, fit the 1024-character column.
-    return tuple(_storable(v[:60]) for v in value if isinstance(v, str))[:16]
+    # Made storable by the caller, with the span's other strings.
+    return tuple([v[:60] for v in value if isinstance(v, str)][:16])
 
 
 def _outcome(attrs: Mapping[str, Any], span: Any, error_type: str | None) -> Outcome:
@@ -177,57 +180,118 @@ def is_genai(attributes: Mapping[str, Any] | None) -> bool:
     )
 
 
+def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A plain dict of the attributes: the SDK hands out a mappingproxy over BoundedAttributes,
+    whose `get` is pure Python and raises KeyError for every absent name (~1 µs each); its own
+    `copy()` is one C dict copy. Anything else is read as it is."""
+    if type(attributes) is dict:
+        return attributes
+    copy = getattr(attributes, "copy", None)
+    if copy is not None:
+        try:
+            plain = copy()
+        except Exception:
+            plain = None
+        if type(plain) is dict:
+            return plain
+    return attributes
+
+
+def _cut(value: Any, limit: int = MAX_LABEL_LENGTH) -> str | None:
+    """A non-empty string, length-capped, not yet made storable (see `span_to_record`)."""
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def _small_count(value: Any) -> int | None:
+    # The common case (a plain int) without a call into `_count`.
+    if type(value) is int:
+        return value if 0 <= value < 2**53 else None
+    return None if value is None else _count(value)
+
+
 def span_to_record(span: SpanLike) -> CallRecord | None:
     """Map a finished GenAI span to a CallRecord; None for non-GenAI or unfinished spans."""
     attrs = span.attributes
-    if attrs is None or not is_genai(attrs) or span.start_time is None or span.end_time is None:
+    start_time = span.start_time
+    end_time = span.end_time
+    if not attrs or start_time is None or end_time is None:
+        return None
+    attrs = _plain(attrs)
+    if not (
+        semconv.OPERATION_NAME in attrs
+        or semconv.PROVIDER_NAME in attrs
+        or semconv.LEGACY_SYSTEM in attrs
+    ):
         return None
     if semconv.OTELSTATS_DUPLICATE_OF in attrs:  # otelstats' own span of that call is the record
         return None
+    get = attrs.get
     context = getattr(span, "context", None)
-    resource = getattr(getattr(span, "resource", None), "attributes", None) or {}
+    resource = getattr(getattr(span, "resource", None), "attributes", None)
+    resource = _plain(resource) if resource else {}
 
-    input_tokens = _count(
-        _first(attrs, semconv.USAGE_INPUT_TOKENS, semconv.LEGACY_USAGE_PROMPT_TOKENS)
+    value = get(semconv.USAGE_INPUT_TOKENS)
+    input_tokens = _small_count(
+        value if value is not None else get(semconv.LEGACY_USAGE_PROMPT_TOKENS)
     )
-    output_tokens = _count(
-        _first(attrs, semconv.USAGE_OUTPUT_TOKENS, semconv.LEGACY_USAGE_COMPLETION_TOKENS)
+    value = get(semconv.USAGE_OUTPUT_TOKENS)
+    output_tokens = _small_count(
+        value if value is not None else get(semconv.LEGACY_USAGE_COMPLETION_TOKENS)
     )
-    declared_source = attrs.get(semconv.OTELSTATS_TOKENS_SOURCE)
     tokens_source: TokensSource
     if input_tokens is None and output_tokens is None:
         tokens_source = "none"
-    elif declared_source == "counted":
+    elif get(semconv.OTELSTATS_TOKENS_SOURCE) == "counted":
         tokens_source = "counted"
     else:
         tokens_source = "reported"
 
-    error_type = _text(attrs.get(semconv.ERROR_TYPE))
-    port = _count(attrs.get(semconv.SERVER_PORT))
+    # Text is cut first and made storable only when something needs it: one C scan over all
+    # of a span's strings replaces a scrub per string (the common span is plain ASCII).
+    value = get(semconv.RESPONSE_MODEL)
+    response_model = _cut(value if value is not None else get(semconv.LEGACY_OPENAI_RESPONSE_MODEL))
+    value = get(semconv.PROVIDER_NAME)
+    texts = [
+        _cut(get(semconv.OPERATION_NAME)),
+        _cut(value if value is not None else get(semconv.LEGACY_SYSTEM)),
+        _cut(get(semconv.REQUEST_MODEL)),
+        response_model,
+        _cut(get(semconv.SERVER_ADDRESS)),
+        _cut(get(semconv.ERROR_TYPE)),
+        _cut(get(semconv.CONVERSATION_ID), MAX_ID_LENGTH),
+        _cut(resource.get("service.name")),
+        _cut(resource.get("service.instance.id"), MAX_ID_LENGTH),
+    ]
+    finish_reasons = _finish_reasons(get(semconv.RESPONSE_FINISH_REASONS))
+    probe = "".join([t for t in texts if t is not None] + list(finish_reasons))
+    if not probe.isascii() or "\x00" in probe:
+        texts = [None if t is None else _storable(t) for t in texts]
+        finish_reasons = tuple(_storable(r) for r in finish_reasons)
+    operation, provider, request_model, response_model, address, error_type, conv, *service = texts
+
+    port = _small_count(get(semconv.SERVER_PORT))
     return CallRecord(
         trace_id=_hex_id(getattr(context, "trace_id", 0), 32),
         span_id=_hex_id(getattr(context, "span_id", 0), 16),
-        start_ns=int(span.start_time),
-        end_ns=max(int(span.end_time), int(span.start_time)),
-        operation=_text(attrs.get(semconv.OPERATION_NAME)) or semconv.OPERATION_CHAT,
-        provider=_text(_first(attrs, semconv.PROVIDER_NAME, semconv.LEGACY_SYSTEM)) or "unknown",
-        request_model=_text(attrs.get(semconv.REQUEST_MODEL)),
-        response_model=_text(
-            _first(attrs, semconv.RESPONSE_MODEL, semconv.LEGACY_OPENAI_RESPONSE_MODEL)
-        ),
-        server_address=_text(attrs.get(semconv.SERVER_ADDRESS)),
+        start_ns=int(start_time),
+        end_ns=max(int(end_time), int(start_time)),
+        operation=operation or semconv.OPERATION_CHAT,
+        provider=provider or "unknown",
+        request_model=request_model,
+        response_model=response_model,
+        server_address=address,
         server_port=port if port is not None and port <= 65535 else None,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         tokens_source=tokens_source,
-        cached_input_tokens=_count(attrs.get(semconv.USAGE_CACHE_READ_INPUT_TOKENS)),
-        reasoning_tokens=_count(attrs.get(semconv.USAGE_REASONING_OUTPUT_TOKENS)),
-        streaming=attrs.get(semconv.REQUEST_STREAM) is True,
-        time_to_first_chunk_s=_seconds(attrs.get(semconv.RESPONSE_TIME_TO_FIRST_CHUNK)),
-        finish_reasons=_finish_reasons(attrs.get(semconv.RESPONSE_FINISH_REASONS)),
+        cached_input_tokens=_small_count(get(semconv.USAGE_CACHE_READ_INPUT_TOKENS)),
+        reasoning_tokens=_small_count(get(semconv.USAGE_REASONING_OUTPUT_TOKENS)),
+        streaming=get(semconv.REQUEST_STREAM) is True,
+        time_to_first_chunk_s=_seconds(get(semconv.RESPONSE_TIME_TO_FIRST_CHUNK)),
+        finish_reasons=finish_reasons,
         outcome=_outcome(attrs, span, error_type),
         error_type=error_type,
-        conversation_id=_text(attrs.get(semconv.CONVERSATION_ID), MAX_ID_LENGTH),
-        service_name=_text(resource.get("service.name")),
-        service_instance_id=_text(resource.get("service.instance.id"), MAX_ID_LENGTH),
+        conversation_id=conv,
+        service_name=service[0],
+        service_instance_id=service[1],
     )

@@ -1,0 +1,46 @@
+"""The conversation fingerprint's one-pass fast path must give exactly the text of the general
+path: that text keys every stored conversation id, so a difference would split conversations."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+conversation = importlib.import_module("otelstats.conversation")  # the package exports a function
+
+TEXT = st.text(alphabet=st.sampled_from(["a", "é", "\x00", "\ud800", "\x1f", " "]))
+VALUE = st.one_of(st.none(), TEXT, st.sampled_from(["user", "system", "assistant"]), st.integers())
+MESSAGE = st.one_of(
+    st.fixed_dictionaries({"role": VALUE, "content": VALUE}),
+    st.fixed_dictionaries(
+        {"role": VALUE, "content": VALUE}, optional={"type": VALUE, "name": VALUE}
+    ),
+    st.dictionaries(st.sampled_from(["role", "content", "type", "name", "extra"]), VALUE),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(MESSAGE, max_size=5))
+def test_fast_path_matches_the_general_text(messages: list[dict[str, Any]]) -> None:
+    fast = conversation._plain_canonical(messages)
+    opening = conversation.opening_messages(messages)
+    general = conversation._canonical(opening) if opening is not None else None
+    if fast is not None:
+        assert fast == general
+    salt = b"k" * 32
+    expected = None
+    if general is not None:
+        import hashlib
+
+        digest = hashlib.blake2b(general.encode("utf-8", "replace"), key=salt, digest_size=16)
+        expected = conversation.FINGERPRINT_PREFIX + digest.hexdigest()
+    assert conversation.fingerprint(messages, salt) == expected
+
+
+def test_fast_path_is_taken_for_plain_chat_messages() -> None:
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
+    assert conversation._plain_canonical(messages) is not None
+    assert conversation._plain_canonical(tuple(messages)) is None  # general path instead
