@@ -25,17 +25,8 @@ from otelstats.config import Settings
 from otelstats.records import CallRecord
 from otelstats.store import Store
 from otelstats.web import create_app, make_wsgi_server
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS  # one launch recipe for both
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MODELS = ("gpt-4o", "gpt-4o-mini", "llama-3.1-70b", "qwen2.5-coder", "mistral-large", "claude-like")
 TARGET_RENDER_S = 1.5
 # Performance marks set by static/dashboard.js: cards and table filled; every chart drawn.

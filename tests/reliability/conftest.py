@@ -18,23 +18,9 @@ from pathlib import Path
 import pytest
 
 from otelstats.fake_server import FakeOpenAIServer
+from tests.pipeline.helpers import count_calls
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here (not in pyproject.toml) because this directory owns the marker.
-    config.addinivalue_line(
-        "markers", "slow: a multi-process reliability scenario (seconds, not milliseconds)"
-    )
-
-
-def count_calls(db: Path) -> int:
-    """Rows in `calls`, read with the stdlib driver."""
-    conn = sqlite3.connect(db)
-    try:
-        (n,) = conn.execute("SELECT count(*) FROM calls").fetchone()
-    finally:
-        conn.close()
-    return int(n)
+__all__ = ["count_calls"]  # re-exported for the tests here
 
 
 def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
