@@ -127,7 +127,7 @@ def cli() -> None:
 )
 def serve(db: str | None, host: str | None, port: int | None) -> None:
     """Serve the dashboard, /api/stats, the exports and /metrics."""
-    from .web import create_app, is_loopback, make_wsgi_server, warm_day_cache
+    from .web import STORE_KEY, create_app, is_loopback, make_wsgi_server, warm_day_cache
 
     settings = _settings(db=db, host=host, port=port)
     check_bind(settings)
@@ -137,6 +137,17 @@ def serve(db: str | None, host: str | None, port: int | None) -> None:
     threading.Thread(
         target=warm_day_cache, args=(app, local_timezone()), name="otelstats-warm", daemon=True
     ).start()
+    stop_retention = threading.Event()
+    if settings.retention_s is not None or settings.max_db_mb is not None:
+        from .retention import run_periodically
+
+        store = app.extensions[STORE_KEY]
+        threading.Thread(
+            target=run_periodically,
+            args=(store, settings, stop_retention),
+            name="otelstats-retention",
+            daemon=True,
+        ).start()
     click.echo(
         f"otelstats: serving {_describe(app)} at http://{_url_host(settings.host)}:"
         f"{server.server_port}/ (Ctrl-C to stop)"
@@ -148,6 +159,7 @@ def serve(db: str | None, host: str | None, port: int | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        stop_retention.set()
         server.server_close()
         click.echo("otelstats: stopped")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,18 @@ def _parse_positive_int(value: str) -> int:
 
 def _parse_str(value: str) -> str:
     return value
+
+
+_AGE = re.compile(r"^\s*(\d{1,6})\s*([dhw])\s*$")
+_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> int:
+    """'90d', '12h', '4w' → seconds; anything else is a ConfigError (a ValueError)."""
+    match = _AGE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"invalid age {text!r}: use a number with d, h or w, such as 90d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,22 @@ SETTINGS: tuple[Setting, ...] = (
         "On /metrics, the top N models by requests keep their own label; the rest become `other`.",
     ),
     Setting(
+        "retention_s",
+        "OTELSTATS_RETENTION",
+        None,
+        parse_age,
+        "`serve`: remove raw calls older than this (90d, 12h, 4w) every hour; totals, rollups, "
+        "All Time and Prometheus counters are kept. Unset: keep everything.",
+    ),
+    Setting(
+        "max_db_mb",
+        "OTELSTATS_MAX_DB_MB",
+        None,
+        _parse_positive_int,
+        "`serve`: when the SQLite file grows past this many MiB, remove the oldest raw calls "
+        "(hourly) until it fits; totals and rollups are kept. Unset: no cap.",
+    ),
+    Setting(
         "metrics_port",
         "OTELSTATS_METRICS_PORT",
         None,
@@ -135,6 +164,8 @@ class Settings:
     export_interval_ms: int = 1000
     metrics_model_limit: int = 50
     metrics_port: int | None = None
+    retention_s: int | None = None
+    max_db_mb: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

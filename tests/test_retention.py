@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
+from otelstats.config import Settings
 from otelstats.errors import ConfigError
-from otelstats.retention import parse_age, prune
+from otelstats.retention import enforce, parse_age, prune, run_periodically
 from otelstats.store import Store
 from tests.factories import record
 
@@ -70,3 +73,70 @@ def test_parse_age_units() -> None:
     assert parse_age("90d") == 90 * 86400
     assert parse_age(" 12h ") == 12 * 3600
     assert parse_age("2w") == 14 * 86400
+
+
+def test_automatic_retention_removes_old_calls_and_keeps_totals(store: Store) -> None:
+    store.write([record(NOW - timedelta(days=40, minutes=i)) for i in range(4)])
+    store.write([record(NOW - timedelta(days=1))])
+    before = _counts(store)
+
+    removed = enforce(store, Settings(retention_s=parse_age("30d")), now_ns=_ns(NOW))
+
+    assert removed == 4
+    after = _counts(store)
+    assert after["calls"] == 1
+    assert after["rollup_requests"] == before["rollup_requests"] == 5
+
+
+def test_size_cap_removes_the_oldest_calls_until_the_file_fits(sqlite_store: Store) -> None:
+    padding = "y" * 100
+    old = [
+        record(NOW - timedelta(days=300, seconds=i), conversation_id=padding + str(i))
+        for i in range(8000)
+    ]
+    newest = record(NOW - timedelta(minutes=1))
+    sqlite_store.write([*old, newest])
+    path = sqlite_store.path
+    assert path is not None
+    size = path.stat().st_size + path.with_name(path.name + "-wal").stat().st_size
+    cap_mb = max(1, size // 2**20 // 2)
+    assert size > cap_mb * 2**20
+
+    removed = enforce(sqlite_store, Settings(max_db_mb=cap_mb), now_ns=_ns(NOW))
+
+    assert removed > 0
+    size = path.stat().st_size + path.with_name(path.name + "-wal").stat().st_size
+    assert size <= cap_mb * 2**20
+    with sqlite_store.engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT span_id FROM calls")).scalars().all()
+        assert conn.scalar(sa.text("SELECT SUM(requests) FROM rollups")) == 8001
+    assert newest.span_id in kept  # the oldest go first
+
+
+def test_retention_loop_runs_until_stopped(sqlite_store: Store) -> None:
+    sqlite_store.write([record(datetime.now(timezone.utc) - timedelta(days=10))])
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_periodically,
+        args=(sqlite_store, Settings(retention_s=parse_age("1d")), stop, 0.05),
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while _counts(sqlite_store)["calls"] != 0:
+        assert time.monotonic() < deadline, "retention never ran"
+        time.sleep(0.05)
+    stop.set()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+
+
+def test_retention_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"OTELSTATS_RETENTION": "90d", "OTELSTATS_MAX_DB_MB": "512"})
+    assert settings.retention_s == 90 * 86400
+    assert settings.max_db_mb == 512
+    with pytest.raises(ConfigError, match="OTELSTATS_RETENTION='forever' is invalid"):
+        Settings.from_env({"OTELSTATS_RETENTION": "forever"})
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)
