@@ -27,7 +27,7 @@ from .queries.totals import (
     AllTimeTotals,
     LabelTotals,
     all_time_totals,
-    distinct_conversations,
+    stored_counters,
 )
 from .records import MAX_LABEL_LENGTH
 from .store import Store
@@ -245,6 +245,7 @@ class StatsCollector(Collector):
             "otelstats_prompt_tokens",
             "otelstats_completion_tokens",
             "otelstats_conversations",
+            "otelstats_records_dropped",
         ):
             yield CounterMetricFamily(name, "")
         yield GaugeMetricFamily("otelstats_metrics_models_folded", "")
@@ -260,10 +261,17 @@ class StatsCollector(Collector):
         totals = all_time_totals(self._store.engine, model_limit=self._model_limit)
         yield from _histogram_families(totals)
         yield from _counter_families(totals)
+        counters = stored_counters(self._store.engine)
         yield CounterMetricFamily(
             "otelstats_conversations",
             "Distinct conversation ids ever seen (kept when old history is pruned).",
-            value=distinct_conversations(self._store.engine),
+            value=counters.get("conversations", 0),
+        )
+        yield CounterMetricFamily(
+            "otelstats_records_dropped",
+            "Call records instrumented processes had to drop (spool full), reported to the "
+            "database once it was writable again.",
+            value=counters.get("dropped_records", 0),
         )
         yield GaugeMetricFamily(
             "otelstats_metrics_models_folded",

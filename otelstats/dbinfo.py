@@ -1,4 +1,5 @@
-"""Facts about a database for `otelstats db info`: where, schema revision, row counts, size.
+"""Facts about a database for `otelstats db info`: where, schema revision, row counts, size,
+and what is spooled or was dropped.
 
 Read-only: it never migrates, so it also describes an old or foreign database.
 """
@@ -57,6 +58,25 @@ def size_bytes(store: Store) -> int | None:
     return total
 
 
+def spooled(store: Store) -> dict[str, Any]:
+    """Records waiting in the spool journal (written while the database was unusable) and
+    records that had to be dropped, as reported by the exporters once it was usable again."""
+    from .exporter import journal_for
+
+    journal = journal_for(None, store.url)
+    try:
+        with journal.open("rb") as handle:
+            pending = sum(1 for line in handle if line.strip())
+    except OSError:
+        pending = 0
+    counters = store.counters() if revision(store.engine) else {}
+    return {
+        "journal": str(journal),
+        "pending_records": pending,
+        "dropped_records": counters.get("dropped_records", 0),
+    }
+
+
 def describe(store: Store) -> dict[str, Any]:
     """Everything `db info` prints, as a JSON-ready dict."""
     return {
@@ -65,4 +85,5 @@ def describe(store: Store) -> dict[str, Any]:
         "schema_revision": revision(store.engine),
         "size_bytes": size_bytes(store),
         "rows": row_counts(store.engine),
+        "spool": spooled(store),
     }

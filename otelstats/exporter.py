@@ -86,7 +86,7 @@ def _sqlite_file(url: sa.URL) -> Path | None:
     return None
 
 
-def _journal_for(db: str | Path | None, url: sa.URL | None) -> Path:
+def journal_for(db: str | Path | None, url: sa.URL | None) -> Path:
     """`<db>-spool.jsonl` next to a SQLite file; in the user data dir for a server database."""
     if url is None:
         path = Path(db if db is not None else default_db_path()).expanduser().resolve()
@@ -134,7 +134,7 @@ class StatsSpanExporter(SpanExporter):
         self._db = target
         self._file_id: tuple[int, int] | None = None
         self._memory = MemorySpool(spool_records)
-        self._journal = Journal(journal_path or _journal_for(target, self._url), journal_max_bytes)
+        self._journal = Journal(journal_path or journal_for(target, self._url), journal_max_bytes)
         self._journal_pending = 0
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -143,6 +143,8 @@ class StatsSpanExporter(SpanExporter):
         self._written = 0
         self._duplicates = 0
         self._dropped = 0
+        self._dropped_unrecorded = 0
+        """Dropped records not yet added to the database's `dropped_records` counter."""
         self._last_error: str | None = None
         self._logged: set[str] = set()
         if hasattr(os, "register_at_fork"):
@@ -224,6 +226,10 @@ class StatsSpanExporter(SpanExporter):
                 batch = list(self._memory.items)[:WRITE_CHUNK]
                 self._count_written(store.write(batch), len(batch))
                 self._memory.take_oldest(len(batch))
+            if self._dropped_unrecorded:
+                # What was lost becomes part of the record, for `db info` and /metrics.
+                store.add_to_counter("dropped_records", self._dropped_unrecorded)
+                self._dropped_unrecorded = 0
         except Exception as exc:
             self._failed(exc)
             return False
@@ -319,6 +325,7 @@ class StatsSpanExporter(SpanExporter):
 
     def _drop(self, count: int, why: str) -> None:
         self._dropped += count
+        self._dropped_unrecorded += count
         log.error(
             "otelstats dropped %d record(s): %s (%d dropped so far)", count, why, self._dropped
         )
@@ -356,6 +363,6 @@ class StatsSpanExporter(SpanExporter):
         self._retry_thread = None
         self._memory = MemorySpool(self._memory.limit)
         self._journal_pending = 0
-        self._written = self._duplicates = self._dropped = 0
+        self._written = self._duplicates = self._dropped = self._dropped_unrecorded = 0
         if self._store is not None:
             self._store.engine.dispose(close=False)

@@ -278,6 +278,18 @@ class Store:
         _upsert_add(conn, MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
         _upsert_add(conn, MetricHistogram.__table__, deltas.histograms, ("count",))  # type: ignore[arg-type]
 
+    def add_to_counter(self, name: str, value: int) -> None:
+        """Add `value` to the named all-time counter (e.g. `dropped_records`)."""
+        if value:
+            with self.writer() as conn, conn.begin():
+                _upsert_add(conn, Counter.__table__, [{"name": name, "value": value}], ("value",))  # type: ignore[arg-type]
+
+    def counters(self) -> dict[str, int]:
+        """Every all-time counter the writers keep, by name."""
+        table: sa.Table = Counter.__table__  # type: ignore[assignment]
+        with self.engine.connect() as conn:
+            return {str(row.name): int(row.value) for row in conn.execute(sa.select(table))}
+
     @staticmethod
     def _insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> int:
         """Insert conversation ids not seen before; return how many were new."""

@@ -140,12 +140,15 @@ def all_time_totals(engine: Engine, *, model_limit: int) -> AllTimeTotals:
     )
 
 
-def distinct_conversations(engine: Engine) -> int:
-    """Distinct conversation ids ever seen (what /api/stats says for `all`): the writer's
-    counter, so a scrape never scans the conversations."""
+def stored_counters(engine: Engine) -> dict[str, int]:
+    """The writers' all-time counters: `conversations` (distinct ids ever seen, what /api/stats
+    says for `all`) and `dropped_records` (records exporters could not keep). One small read,
+    so a scrape never scans the conversations."""
     counters: sa.Table = Counter.__table__  # type: ignore[assignment]
     with engine.connect() as conn:
-        count = conn.execute(
-            sa.select(counters.c.value).where(counters.c.name == "conversations")
-        ).scalar()
-    return int(count or 0)
+        return {str(row.name): int(row.value) for row in conn.execute(sa.select(counters))}
+
+
+def distinct_conversations(engine: Engine) -> int:
+    """Distinct conversation ids ever seen."""
+    return stored_counters(engine).get("conversations", 0)

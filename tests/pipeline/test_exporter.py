@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from otelstats.collector import build_registry
+from otelstats.dbinfo import describe
 from otelstats.exporter import StatsSpanExporter
 from otelstats.store import Store
 
@@ -99,6 +101,18 @@ def test_full_memory_spool_without_journal_counts_drops(
     exporter.shutdown()
     assert count_calls(db) == 5
     assert (exporter.stats.written, exporter.stats.pending, exporter.stats.dropped) == (5, 0, 3)
+    # What was lost is part of the record once the database works again: db info and /metrics.
+    store = Store.open(db)
+    try:
+        assert describe(store)["spool"] == {
+            "journal": str(db.with_name("stats.db-spool.jsonl")),
+            "pending_records": 0,
+            "dropped_records": 3,
+        }
+        registry = build_registry(store)
+        assert registry.get_sample_value("otelstats_records_dropped_total") == 3
+    finally:
+        store.dispose()
 
 
 def test_corrupt_database_spills_to_journal_and_a_later_process_replays_it(
@@ -189,6 +203,8 @@ import json, resource, signal, sys
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otelstats.collector import build_registry
+from otelstats.dbinfo import describe
 from otelstats.exporter import StatsSpanExporter
 
 memory = InMemorySpanExporter()
