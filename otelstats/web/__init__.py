@@ -44,6 +44,17 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# Reachable without a token: the health check, and what holds no statistics but lets a browser ask
+# for the token: the page shell, its assets, and the endpoint its token form posts to.
+TOKENLESS_ENDPOINTS = frozenset(
+    {
+        "health.healthz",
+        "dashboard.index",
+        "dashboard.static",
+        "dashboard.plotly_js",
+        "dashboard.session",
+    }
+)
 
 
 def get_store() -> Store:
@@ -124,7 +135,7 @@ def _check_request() -> Response | None:
         if _host_name(request.host) not in LOOPBACK_NAMES:
             return json_error(400, "unexpected Host header; open the dashboard via 127.0.0.1")
         return None
-    if settings.token is None or request.path == "/healthz":
+    if settings.token is None or request.endpoint in TOKENLESS_ENDPOINTS:
         return None
     expected = settings.token.encode()
     header = request.headers.get("Authorization", "")
@@ -145,8 +156,15 @@ def _finish_response(response: Response) -> Response:
     token = _query_token()
     if settings.token and token and hmac.compare_digest(token.encode(), settings.token.encode()):
         # A browser opened with ?token= keeps it in a cookie its own fetches send back.
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        set_token_cookie(response, token)
     return response
+
+
+def set_token_cookie(response: Response, token: str) -> None:
+    """The cookie a browser sends the token back in: unreadable by scripts, never cross-site."""
+    response.set_cookie(
+        TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure
+    )
 
 
 def _http_error(exc: HTTPException) -> Response | HTTPException:

@@ -1,4 +1,5 @@
-"""The statistics page at `/` and its static assets (plotly.js comes from the installed package).
+"""The statistics page at `/`, its static assets (plotly.js comes from the installed package) and
+`POST /api/session`, where the page's token form trades the token for the token cookie.
 
 The page is a shell: every number on it is fetched from `/api/stats` by static/dashboard.js, so
 this module renders no figures itself. Nothing is loaded from outside the machine.
@@ -6,11 +7,15 @@ this module renders no figures itself. Nothing is loaded from outside the machin
 
 from __future__ import annotations
 
+import hmac
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, render_template, send_file
+from flask import Blueprint, Response, current_app, render_template, request, send_file
+
+from . import get_settings, json_error, set_token_cookie
 
 bp = Blueprint(
     "dashboard",
@@ -52,3 +57,42 @@ def plotly_js() -> Response:
     return send_file(
         plotly_js_path(), mimetype="text/javascript", max_age=ASSET_MAX_AGE, conditional=True
     )
+
+
+def _same_origin() -> bool:
+    """True only for a request the dashboard's own page made (what browsers say about it).
+
+    Browsers send Origin on every POST; Sec-Fetch-Site, where sent, must agree. Only the host part
+    of Origin is compared: behind a TLS-terminating proxy the app itself sees plain http.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        return False
+    origin = request.headers.get("Origin", "")
+    return bool(origin) and urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+@bp.post("/api/session")
+def session() -> Response:
+    """Check a token typed into the page and, if right, set the cookie `?token=` would have set.
+
+    Only same-origin JSON is accepted: a cross-site form cannot send application/json without a
+    CORS preflight this app never grants, and Origin/Sec-Fetch-Site say who is asking. The token
+    travels in the body, never in a URL.
+    """
+    expected = get_settings().token
+    if expected is None:
+        return json_error(404, "this server requires no token")
+    if not _same_origin():
+        return json_error(403, "the token can only be submitted from the dashboard itself")
+    if request.mimetype != "application/json":
+        return json_error(415, 'send {"token": "..."} as application/json')
+    body = request.get_json(silent=True)
+    offered = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(offered, str) or not offered:
+        return json_error(400, 'send {"token": "..."} with a non-empty token')
+    if not hmac.compare_digest(offered.encode(), expected.encode()):
+        return json_error(401, "that token is not correct")
+    response = Response(status=204)
+    set_token_cookie(response, offered)
+    return response

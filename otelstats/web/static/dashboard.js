@@ -1,5 +1,6 @@
 /* The statistics page: fetches /api/stats for the period in the URL and the browser's timezone,
-   fills the cards, charts and tables, and refreshes in place when /api/version changes.
+   fills the cards, charts and tables, and refreshes in place when /api/version changes. When the
+   server wants a token (401) it asks for it once and trades it for a cookie at /api/session.
    Every figure shown comes from the API; server strings are only ever set as text. */
 "use strict";
 (function () {
@@ -25,15 +26,21 @@
     script.addEventListener("load", () => resolve(window.Plotly));
     script.addEventListener("error", () => reject(new Error("plotly.js could not be loaded")));
   });
-  const state = { stats: null, version: null, sort: { key: "requests", dir: "descending" }, loading: null };
+  const state = {
+    stats: null, version: null, sort: { key: "requests", dir: "descending" }, loading: null, tokenAccepted: false,
+  };
 
   const period = B.period;
   const query = B.query;
 
   function setState(name) {
+    const was = document.body.dataset.state;
     document.body.dataset.state = name;
     $("#loading").hidden = name !== "loading";
     $("#error-state").hidden = name !== "error";
+    $("#token-state").hidden = name !== "token";
+    // The form is all there is to do: take the keyboard there (its help text is read with it).
+    if (name === "token" && was !== "token") $("#token-input").focus();
     $("#empty-state").hidden = name !== "empty";
     $("#content").hidden = name !== "ready";
   }
@@ -42,16 +49,23 @@
     $("#status").textContent = text;
   }
 
+  /** The server's own words for a failed response, else its status line. */
+  async function errorMessage(resp) {
+    let message = "The server answered " + resp.status + " " + resp.statusText + ".";
+    try {
+      const body = await resp.json();
+      if (body && typeof body.error === "string") message = body.error;
+      else if (body && body.error && typeof body.error.message === "string") message = body.error.message;
+    } catch (_) { /* not JSON: keep the status line */ }
+    return message;
+  }
+
   async function getJSON(url) {
     const resp = await (B.take(url) || fetch(url, { cache: "no-store", headers: { Accept: "application/json" } }));
     if (!resp.ok) {
-      let message = "The server answered " + resp.status + " " + resp.statusText + ".";
-      try {
-        const body = await resp.json();
-        if (body && typeof body.error === "string") message = body.error;
-        else if (body && body.error && typeof body.error.message === "string") message = body.error.message;
-      } catch (_) { /* not JSON: keep the status line */ }
-      throw new Error(message);
+      const err = new Error(await errorMessage(resp));
+      err.status = resp.status;
+      throw err;
     }
     return resp.json();
   }
@@ -245,6 +259,13 @@
       await renderCharts(stats);
     } catch (err) {
       if (request !== state.loading) return;
+      if (err.status === 401) {
+        // Accepted a moment ago yet refused now: the browser did not keep the cookie.
+        if (state.tokenAccepted) showTokenError("The token is right, but this browser did not keep its cookie. Allow cookies for this site and try again.");
+        state.tokenAccepted = false;
+        setState("token");
+        return;
+      }
       if (quiet && document.body.dataset.state === "ready") {
         announce("Could not refresh the statistics: " + err.message);
         return;
@@ -312,6 +333,73 @@
     });
   }
 
+  // ---- token form (401) ----------------------------------------------------------------------------
+  let errorTimer = 0;
+  function showTokenError(text) {
+    const error = $("#token-error");
+    $("#token-input").setAttribute("aria-invalid", "true");
+    // Emptied first, so the same message after another wrong try is announced again.
+    error.textContent = "";
+    clearTimeout(errorTimer);
+    errorTimer = setTimeout(() => { error.textContent = text; }, 50);
+  }
+
+  function clearTokenError() {
+    clearTimeout(errorTimer);
+    $("#token-input").removeAttribute("aria-invalid");
+    $("#token-error").textContent = "";
+  }
+
+  function setupTokenForm() {
+    const form = $("#token-form");
+    const input = $("#token-input");
+    let busy = false;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (busy) return;
+      const token = input.value;
+      if (!token) {
+        showTokenError("Enter the token first.");
+        input.focus();
+        return;
+      }
+      busy = true;
+      try {
+        // In the body, never in a URL; the answer sets an HttpOnly cookie, nothing is stored here.
+        const resp = await fetch("/api/session", {
+          method: "POST",
+          cache: "no-store",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify({ token }),
+        });
+        form.dataset.attempts = String(Number(form.dataset.attempts || 0) + 1);
+        if (resp.ok) {
+          input.value = "";
+          clearTokenError();
+          state.tokenAccepted = true;
+          announce("Token accepted. Loading the statistics.");
+          $("#main").focus(); // the form goes away; the keyboard lands where the numbers appear
+          await load();
+          state.tokenAccepted = false;
+          return;
+        }
+        if (resp.status === 401) {
+          showTokenError("That token is not correct. Check OTELSTATS_TOKEN on the server and try again.");
+        } else {
+          showTokenError("The token could not be checked: " + (await errorMessage(resp)));
+        }
+        input.select();
+        input.focus();
+      } catch (err) {
+        form.dataset.attempts = String(Number(form.dataset.attempts || 0) + 1);
+        showTokenError("The server could not be reached: " + err.message);
+      } finally {
+        busy = false;
+      }
+    });
+  }
+
   function setupPeriods() {
     for (const a of $$(".periods a")) {
       a.addEventListener("click", (e) => {
@@ -330,6 +418,7 @@
     setupExport();
     setupViewToggles();
     setupSorting();
+    setupTokenForm();
     $("#retry").addEventListener("click", () => load());
     // Theme or motion preference changed: redraw with the new colours/transitions, no refetch.
     const redraw = () => state.stats && document.body.dataset.state === "ready" && renderCharts(state.stats);
