@@ -43,6 +43,11 @@ class Reply:
     reasoning_tokens: int = 0
     token_delay: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw_body: bytes | None = None
+    """Send exactly these bytes (with `status` and `content_type`): another server's wire format."""
+    raw_events: tuple[bytes, ...] = ()
+    """Stream exactly these SSE frames (already framed) instead of a rendered answer."""
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -108,6 +113,15 @@ DONE = b"data: [DONE]\n\n"
 
 def render(method: str, path: str, body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
     """The reply to one request; `seq` makes ids unique."""
+    if reply.raw_events:
+        events = list(reply.raw_events)
+        return Rendered(
+            reply.status, "text/event-stream", events=events, headers=dict(reply.headers)
+        )
+    if reply.raw_body is not None:
+        return Rendered(
+            reply.status, reply.content_type, reply.raw_body, headers=dict(reply.headers)
+        )
     if reply.status >= 400:
         return _error(reply)
     route = path.split("?", 1)[0].rstrip("/")

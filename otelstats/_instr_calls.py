@@ -17,7 +17,7 @@ import wrapt
 from opentelemetry.trace import Span
 
 from . import semconv
-from ._instr_telemetry import Call, Telemetry, usage_attributes
+from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
 from ._streams import (
     AsyncStreamProxy,
     ChatState,
@@ -130,7 +130,13 @@ class Prepared:
             if not _given(requested):
                 self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
                 self.hide_usage = True
-            elif isinstance(requested, Mapping) and "include_usage" not in requested:
+            elif (
+                isinstance(requested, Mapping)
+                and "include_usage" not in requested
+                # vLLM's continuous usage would then put usage on every chunk the user sees,
+                # which only the final, hidden chunk may carry: count the chunks instead.
+                and not requested.get("continuous_usage_stats")
+            ):
                 self.kwargs = {**kwargs, "stream_options": {**requested, "include_usage": True}}
                 self.hide_usage = True
         self.call: Call = telemetry.start(endpoint.operation, model, attrs)
@@ -145,6 +151,9 @@ def _rejected_stream_options(exc: BaseException) -> bool:
 def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) -> None:
     """End a non-streamed call from the SDK's parsed object."""
     attrs = usage_attributes(getattr(result, "usage", None))
+    extra = getattr(result, "__pydantic_extra__", None)
+    if extra and "timings" in extra:  # llama.cpp's server-measured speeds
+        attrs.update(timings_attributes(extra["timings"]))
     model = getattr(result, "model", None)
     if isinstance(model, str) and model:
         attrs[semconv.RESPONSE_MODEL] = model

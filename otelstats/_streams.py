@@ -121,6 +121,10 @@ class ChatState(StreamState):
             self.response_id = item.id
         choices = item.choices
         usage = item.usage
+        extra = item.__pydantic_extra__
+        if extra and "timings" in extra:
+            # llama.cpp: on the finish chunk, or on the usage-only chunk when usage was asked for.
+            self.extra.update(timings_attributes(extra["timings"]))
         if choices:
             for choice in choices:
                 delta = choice.delta
@@ -132,9 +136,6 @@ class ChatState(StreamState):
                     self.finished = True
             if usage is not None:
                 self.usage = usage  # the last one wins: continuous usage is cumulative
-                timings = getattr(item, "timings", None)
-                if timings is not None:
-                    self.extra.update(timings_attributes(timings))
             elif self.hide_usage and "usage" in item.__pydantic_fields_set__:
                 # otelstats asked for usage; the caller did not: keep `usage` unset as it would be.
                 item.__pydantic_fields_set__.discard("usage")

@@ -1,0 +1,423 @@
+"""Wire-format tests: the exact bytes OpenAI, llama.cpp, Ollama and vLLM send (as their docs and
+source describe them) replayed through FakeOpenAIServer to the real openai SDK, bare and
+instrumented; the user-visible results must be identical and the CallRecord right.
+
+Sources of each sample (read for these tests):
+- OpenAI: platform.openai.com API reference, chat streaming (`usage: null` on every chunk when
+  `stream_options.include_usage`, then a chunk with empty `choices` and the usage; `obfuscation`);
+  error bodies `{"error": {..., "code": "model_not_found" | "rate_limit_exceeded"}}`.
+- llama.cpp: ggml-org/llama.cpp tools/server/server-task.cpp `to_json_oaicompat_chat_stream`
+  (finish chunk, then the usage chunk when include_usage, `timings` on the last chunk),
+  `result_timings::to_json`, `format_error_response` (`{"code": 500, "type": "server_error"}`);
+  older examples/server/utils.hpp after PR #6495: usage on the finish chunk, no `[DONE]`.
+- Ollama: ollama/ollama openai/openai.go (`ToChunk`, `fp_ollama`, `NewError`: code null,
+  `api_error`) and middleware/openai.go (usage chunk only when include_usage).
+- vLLM: vllm/entrypoints/openai/serving_chat.py (`continuous_usage_stats` cumulative usage on
+  every chunk, `exclude_unset` dumps, streaming error event then `[DONE]`); `ErrorResponse` with an
+  integer `code`, both the newer `{"error": {...}}` and the older top-level shape.
+- nginx: its built-in 502 page (CRLF lines, text/html) in front of any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+
+from otelstats.fake_server import FakeOpenAIServer, Reply
+from otelstats.records import CallRecord
+
+from .conftest import MESSAGES, Otel, make_otel
+
+TEXT = ("Foxes", " are", " clever", ".")
+PROMPT, COMPLETION = 24, 5  # the servers' own counts: 5 tokens arrive in 4 content chunks
+CREATED = 1753000000
+GPT, LLAMA, OLLAMA, VLLM = (
+    "gpt-4o-mini-2024-07-18",
+    "qwen2.5-1.5b-instruct",
+    "llama3.2:1b",
+    "Qwen/Qwen2.5-1.5B-Instruct",
+)
+TIMINGS = {
+    "cache_n": 0,
+    "prompt_n": PROMPT,
+    "prompt_ms": 48.1,
+    "prompt_per_token_ms": 2.004,
+    "prompt_per_second": 498.96,
+    "predicted_n": COMPLETION,
+    "predicted_ms": 61.2,
+    "predicted_per_token_ms": 12.24,
+    "predicted_per_second": 81.7,
+}
+USAGE = {"prompt_tokens": PROMPT, "completion_tokens": COMPLETION, "total_tokens": 29}
+OPENAI_USAGE = {
+    **USAGE,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
+LLAMA_USAGE = {**USAGE, "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def frames(*events: Any, done: bool = True, sort_keys: bool = False) -> Reply:
+    """Compact JSON per `data:` line, as every one of these servers writes it (llama.cpp's JSON
+    library keeps object keys sorted)."""
+    dumps = [json.dumps(e, separators=(",", ":"), sort_keys=sort_keys) for e in events]
+    out = [f"data: {text}\n\n".encode() for text in dumps]
+    return Reply(raw_events=(*out, b"data: [DONE]\n\n") if done else tuple(out))
+
+
+def body(status: int, payload: Any) -> Reply:
+    return Reply(status=status, raw_body=json.dumps(payload).encode())
+
+
+def head(chunk_id: str, model: str, **more: Any) -> dict[str, Any]:
+    base = {"id": chunk_id, "object": "chat.completion.chunk", "created": CREATED, "model": model}
+    return base | more
+
+
+def openai_stream(include_usage: bool) -> Reply:
+    base = head("chatcmpl-BvP7sA4Yy2bJ2Qd6", GPT, service_tier="default")
+    base["system_fingerprint"] = "fp_62a23a81ef"
+    usage = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**base, "choices": [choice], **usage, "obfuscation": "Xw9"}
+
+    first = chunk({"role": "assistant", "content": "", "refusal": None})
+    events = [first, *(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
+    if include_usage:
+        events.append({**base, "choices": [], "usage": OPENAI_USAGE, "obfuscation": "q1"})
+    return frames(*events)
+
+
+def llama_stream(include_usage: bool) -> Reply:
+    base = head("chatcmpl-1xWkRZ8wQmT", LLAMA, system_fingerprint="b6097-9515c613")
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"finish_reason": finish, "index": 0, "delta": delta}]}
+
+    first = chunk({"role": "assistant", "content": None})
+    events = [first, *(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
+    if include_usage:
+        events.append({**base, "choices": [], "usage": LLAMA_USAGE})
+    events[-1]["timings"] = TIMINGS  # on the last chunk: the usage chunk when there is one
+    return frames(*events, sort_keys=True)
+
+
+def llama_old_stream(include_usage: bool) -> Reply:
+    """Before the 2025 rewrite: usage on the finish chunk, whatever was asked; no [DONE]."""
+    base = head("chatcmpl-Xq3", LLAMA)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"finish_reason": finish, "index": 0, "delta": delta}]}
+
+    events = [chunk({"role": "assistant"}), *(chunk({"content": t}) for t in TEXT)]
+    events.append({**chunk({}, "stop"), "usage": USAGE})
+    return frames(*events, done=False, sort_keys=True)
+
+
+def ollama_stream(include_usage: bool) -> Reply:
+    base = head("chatcmpl-768", OLLAMA, system_fingerprint="fp_ollama")
+
+    def chunk(content: str, finish: str | None = None) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": content}
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [*(chunk(t) for t in TEXT), chunk("", "stop")]  # the finish rides a content chunk
+    if include_usage:
+        events.append({**base, "choices": [], "usage": USAGE})
+    return frames(*events)
+
+
+def vllm_stream(include_usage: bool, continuous: bool = False) -> Reply:
+    base = head("chatcmpl-5f8c2f0c9b1e4", VLLM)
+    steps: list[tuple[dict[str, Any], int, str | None]] = [
+        ({"role": "assistant", "content": ""}, 0, None),
+        *(({"content": t}, n, None) for n, t in enumerate(TEXT, 1)),
+        ({"content": ""}, COMPLETION, "stop"),  # the EOS token: counted, no text
+    ]
+    events = []
+    for delta, done_tokens, finish in steps:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        event: dict[str, Any] = {**base, "choices": [choice]}
+        if finish:
+            choice["stop_reason"] = None
+        if continuous:  # cumulative: summing it would give 0+1+2+3+4+5+5
+            total = PROMPT + done_tokens
+            event["usage"] = {"prompt_tokens": PROMPT, "total_tokens": total}
+            event["usage"]["completion_tokens"] = done_tokens
+        events.append(event)
+    if include_usage:
+        events.append({**base, "choices": [], "usage": USAGE})
+    return frames(*events)
+
+
+@dataclass(frozen=True)
+class StreamCase:
+    wire: Callable[[bool], Reply]
+    model: str
+    options: dict[str, Any] | None = None
+    """The user's own `stream_options`."""
+    tokens: tuple[int | None, int, str] = (PROMPT, COMPLETION, "reported")
+    timings: bool = False
+    """llama.cpp: `timings` kept on the span (and moved by the server when usage is asked)."""
+    injects: bool = True
+    """Whether otelstats adds include_usage to this request."""
+
+
+STREAMS = {
+    "openai": StreamCase(openai_stream, GPT),
+    "llama.cpp": StreamCase(llama_stream, LLAMA, timings=True),
+    "llama.cpp-old": StreamCase(llama_old_stream, LLAMA),
+    "ollama": StreamCase(ollama_stream, OLLAMA),
+    "ollama-ignores-option": StreamCase(
+        lambda _: ollama_stream(False), OLLAMA, tokens=(None, 4, "counted")
+    ),
+    "vllm": StreamCase(vllm_stream, VLLM),
+    "vllm-continuous": StreamCase(
+        lambda usage: vllm_stream(usage, continuous=True),
+        VLLM,
+        options={"include_usage": True, "continuous_usage_stats": True},
+    ),
+    # Continuous usage asked without include_usage: vLLM sends none. Adding include_usage would
+    # put usage on every chunk the user sees, so otelstats leaves the request alone and counts.
+    "vllm-continuous-only": StreamCase(
+        lambda usage: vllm_stream(usage, continuous=usage),
+        VLLM,
+        options={"continuous_usage_stats": True},
+        tokens=(None, len(TEXT), "counted"),
+        injects=False,
+    ),
+}
+
+View = tuple[list[Any], tuple[Any, ...] | None]
+
+
+def user_view(base_url: str, kwargs: dict[str, Any], aio: bool) -> View:
+    """What the user's code sees: every chunk (or the object) and the exception, as plain data."""
+    seen: list[Any] = []
+
+    def sync() -> None:
+        with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+            result = sdk.chat.completions.create(**kwargs)
+            if not kwargs["stream"]:
+                seen.append(result.to_dict())
+                return
+            for chunk in result:
+                seen.append(chunk.to_dict())
+
+    async def run_async() -> None:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+            result = await sdk.chat.completions.create(**kwargs)
+            if not kwargs["stream"]:
+                seen.append(result.to_dict())
+                return
+            async for chunk in result:
+                seen.append(chunk.to_dict())
+
+    try:
+        asyncio.run(run_async()) if aio else sync()
+    except openai.APIError as exc:
+        status = getattr(exc, "status_code", None)
+        return seen, (type(exc).__name__, str(exc), status, exc.body, exc.code, exc.type)
+    return seen, None
+
+
+def replay(
+    server: FakeOpenAIServer, bare: Reply, instrumented: Reply, aio: bool, **kwargs: Any
+) -> tuple[View, View, CallRecord, Otel]:
+    """The same call twice: uninstrumented, then instrumented (each answered as that server
+    answers the request it gets)."""
+    kwargs = {"messages": MESSAGES, "stream": False, **kwargs}
+    server.push(bare)
+    plain = user_view(server.base_url, kwargs, aio)
+    otel = make_otel()
+    try:
+        server.push(instrumented)
+        seen = user_view(server.base_url, kwargs, aio)
+    finally:
+        otel.instrumentor.uninstrument()
+    assert len(server.requests) == 2  # no retry, no extra request
+    return plain, seen, otel.record(), otel
+
+
+def _without_timings(view: View) -> View:
+    return [{k: v for k, v in c.items() if k != "timings"} for c in view[0]], view[1]
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
+    case = STREAMS[name]
+    user_usage = bool((case.options or {}).get("include_usage"))
+    kwargs: dict[str, Any] = {"model": case.model, "stream": True}
+    if case.options is not None:
+        kwargs["stream_options"] = case.options
+    plain, seen, record, otel = replay(
+        server, case.wire(user_usage), case.wire(case.injects or user_usage), aio, **kwargs
+    )
+
+    # The server got what the samples assume: the user's options bare, include_usage instrumented.
+    bare_req, instr_req = (r.body for r in server.requests)
+    assert bare_req.get("stream_options") == case.options
+    assert instr_req.get("stream_options", {}).get("include_usage", False) is case.injects
+    if case.timings:
+        # Known: asked for usage, llama.cpp moves `timings` from the finish chunk to the usage
+        # chunk that otelstats hides (the record keeps them, below).
+        assert "timings" in plain[0][-1]
+        plain, seen = _without_timings(plain), _without_timings(seen)
+    assert seen == plain
+    assert plain[1] is None
+
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == case.tokens
+    assert (record.outcome, record.error_type, record.streaming) == ("ok", None, True)
+    assert record.finish_reasons == ("stop",)
+    assert record.response_model == case.model
+    assert (record.time_to_first_chunk_s or 0) > 0
+    attrs = otel.finished()[0].attributes or {}
+    if case.timings:
+        assert attrs["llama_cpp.timings.predicted_per_second"] == TIMINGS["predicted_per_second"]
+        assert attrs["llama_cpp.timings.prompt_n"] == PROMPT
+    else:
+        assert not any(k.startswith("llama_cpp.") for k in attrs)
+
+
+ANSWER = {"role": "assistant", "content": "".join(TEXT)}
+NON_STREAMS = {
+    "openai": (GPT, {
+        "id": "chatcmpl-BvP7t", "object": "chat.completion", "created": CREATED, "model": GPT,
+        "choices": [{"index": 0, "message": {**ANSWER, "refusal": None, "annotations": []},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": OPENAI_USAGE, "service_tier": "default", "system_fingerprint": "fp_62a23a81ef",
+    }),
+    "llama.cpp": (LLAMA, {
+        "choices": [{"finish_reason": "stop", "index": 0, "message": ANSWER}],
+        "created": CREATED, "model": LLAMA, "system_fingerprint": "b6097-9515c613",
+        "object": "chat.completion", "usage": LLAMA_USAGE, "id": "chatcmpl-1xW", "timings": TIMINGS,
+    }),
+    "ollama": (OLLAMA, {
+        "id": "chatcmpl-123", "object": "chat.completion", "created": CREATED, "model": OLLAMA,
+        "system_fingerprint": "fp_ollama", "usage": USAGE,
+        "choices": [{"index": 0, "message": ANSWER, "finish_reason": "stop"}],
+    }),
+    "vllm": (VLLM, {
+        "id": "chatcmpl-5f8c", "object": "chat.completion", "created": CREATED, "model": VLLM,
+        "choices": [{"index": 0, "message": {**ANSWER, "reasoning_content": None, "tool_calls": []},
+                     "logprobs": None, "finish_reason": "stop", "stop_reason": None}],
+        "usage": {**USAGE, "prompt_tokens_details": None}, "prompt_logprobs": None,
+        "kv_transfer_params": None,
+    }),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", list(NON_STREAMS))
+def test_non_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
+    model, payload = NON_STREAMS[name]
+    plain, seen, record, otel = replay(
+        server, body(200, payload), body(200, payload), aio, model=model
+    )
+    assert seen == plain
+    assert plain[1] is None
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (
+        PROMPT,
+        COMPLETION,
+        "reported",
+    )
+    assert (record.outcome, record.streaming, record.time_to_first_chunk_s) == ("ok", False, None)
+    assert record.response_model == model
+    assert record.finish_reasons == ("stop",)
+    attrs = otel.finished()[0].attributes or {}
+    assert ("llama_cpp.timings.predicted_n" in attrs) is (name == "llama.cpp")
+
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.24.0 (Ubuntu)</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+ERRORS: dict[str, tuple[Reply, bool, str]] = {
+    "openai-model-not-found": (body(404, {"error": {
+        "message": "The model `gpt-9` does not exist or you do not have access to it.",
+        "type": "invalid_request_error", "param": None, "code": "model_not_found"}}),
+        False, "NotFoundError"),
+    "openai-rate-limit": (body(429, {"error": {
+        "message": "Rate limit reached for gpt-4o-mini in organization org-x on tokens per min "
+        "(TPM): Limit 200000, Used 199000, Requested 1800. Please try again in 240ms.",
+        "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}), True, "RateLimitError"),
+    "llama.cpp-500": (body(500, {"error": {
+        "code": 500, "message": "Failed to parse tool call", "type": "server_error"}}),
+        False, "InternalServerError"),
+    "llama.cpp-loading": (body(503, {"error": {
+        "code": 503, "message": "Loading model", "type": "unavailable_error"}}),
+        True, "InternalServerError"),
+    "ollama-not-found": (body(404, {"error": {
+        "message": 'model "llama9" not found, try pulling it first', "type": "not_found_error",
+        "param": None, "code": None}}), True, "NotFoundError"),
+    "ollama-500": (body(500, {"error": {
+        "message": "llama runner process has terminated: exit status 2", "type": "api_error",
+        "param": None, "code": None}}), False, "InternalServerError"),
+    "vllm-not-found": (body(404, {"error": {
+        "message": "The model `Qwen/Qwen3` does not exist.", "type": "NotFoundError",
+        "param": "model", "code": 404}}), False, "NotFoundError"),
+    "vllm-old-top-level": (body(400, {
+        "object": "error", "message": "This model's maximum context length is 2048 tokens. "
+        "However, you requested 4113 tokens.", "type": "BadRequestError", "param": None,
+        "code": 400}), True, "BadRequestError"),
+    "nginx-502-html": (Reply(status=502, raw_body=NGINX_502, content_type="text/html"),
+                       True, "InternalServerError"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_error_body(server: FakeOpenAIServer, name: str, aio: bool) -> None:
+    reply, stream, error = ERRORS[name]
+    plain, seen, record, _ = replay(server, reply, reply, aio, model="m", stream=stream)
+    assert seen == plain
+    assert plain[1] is not None
+    assert plain[1][0] == error
+    assert (record.outcome, record.error_type, record.streaming) == ("error", error, stream)
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (None, None, "none")
+    assert record.time_to_first_chunk_s is None
+
+
+def llama_stream_error(_: bool) -> Reply:
+    events = llama_stream(False).raw_events[:3]  # role, two words, then the server fails
+    error = {"error": {"code": 500, "message": "slot unavailable", "type": "server_error"}}
+    return Reply(raw_events=(*events, *frames(error).raw_events))
+
+
+def vllm_stream_error(_: bool) -> Reply:
+    events = vllm_stream(False).raw_events[:3]
+    error = {"object": "error", "message": "Invalid token id", "type": "BadRequestError"}
+    return Reply(
+        raw_events=(*events, *frames({"error": error | {"param": None, "code": 400}}).raw_events)
+    )
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("wire", [llama_stream_error, vllm_stream_error], ids=["llama.cpp", "vllm"])
+def test_error_event_mid_stream(
+    server: FakeOpenAIServer, wire: Callable[[bool], Reply], aio: bool
+) -> None:
+    plain, seen, record, _ = replay(server, wire(False), wire(True), aio, model="m", stream=True)
+    assert seen == plain
+    assert len(plain[0]) == 3
+    assert plain[1] is not None
+    assert plain[1][0] == "APIError"
+    assert (record.outcome, record.error_type) == ("error", "APIError")
+    # Two words arrived and no usage: counted, never reported.
+    assert (record.output_tokens, record.tokens_source) == (2, "counted")
+    assert record.time_to_first_chunk_s is not None
