@@ -86,7 +86,7 @@ def test_every_mounted_path_exists() -> None:
     spec = compose()
     services = spec["services"]
     assert isinstance(services, dict)
-    assert set(services) == {"otelstats", "prometheus", "grafana"}
+    assert set(services) == {"otelstats", "prometheus", "grafana", "otel-collector"}
     named_volumes = set(spec.get("volumes") or {})  # type: ignore[call-overload]
     mounted = []
     for service in services.values():
@@ -124,6 +124,20 @@ def test_compose_wires_the_dashboards() -> None:
     token_file = PROMETHEUS_DIR / scrape["authorization"]["credentials_file"]
     secret = compose()["secrets"]["otelstats_token"]["file"]  # type: ignore[index]
     assert token_file.resolve() == (REPO / secret).resolve()
+
+
+def test_compose_wires_the_collector_to_otelstats_with_the_token() -> None:
+    spec = compose()
+    collector = spec["services"]["otel-collector"]  # type: ignore[index]
+    mounts = dict(v.split(":")[:2] for v in collector["volumes"])
+    config_path = next(src for src, dst in mounts.items() if dst.endswith("config.yaml"))
+    config = yaml.safe_load((REPO / config_path).read_text())
+    assert config["exporters"]["otlphttp/otelstats"]["endpoint"] == "http://otelstats:8321"
+    assert "otelstats_token" in collector["secrets"]
+    token_file = config["extensions"]["bearertokenauth/otelstats"]["filename"]
+    assert token_file == "/run/secrets/otelstats_token"
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["exporters"] == ["otlphttp/otelstats"]
 
 
 def test_dockerfile_runs_serve_as_non_root_with_a_healthcheck() -> None:
