@@ -13,13 +13,11 @@ import contextlib
 import http.client
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from opentelemetry import context as otel_context
@@ -32,66 +30,20 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
-from ..errors import ConfigError
 from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
+from ._upstream import (
+    CONVERSATION_HEADER,
+    Upstream,
+    UpstreamFailure,
+    forward_headers,
+    response_headers,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 """Largest request body accepted (images in chat requests are big; anything larger is refused)."""
 MAX_CONVERSATION_ID = 128
-CONVERSATION_HEADER = "X-Conversation-Id"
-_HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        # Recomputed or chosen by the proxy itself:
-        "host", "content-length", "accept-encoding",
-    }
-)  # fmt: skip
-_NOT_FORWARDED = _HOP_BY_HOP | {CONVERSATION_HEADER.lower()}
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where calls go: the base URL an OpenAI SDK would be given (e.g. http://host:8080/v1)."""
-
-    scheme: str
-    host: str
-    port: int
-    base_path: str
-
-    @classmethod
-    def parse(cls, url: str) -> Upstream:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(
-                f"--upstream {url!r} is not an http(s) URL; give the base URL of an "
-                "OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"
-            )
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
-            raise ConfigError(f"--upstream {url!r}: {exc}") from None
-        # A bare host means the usual /v1 prefix; an explicit path is kept as given.
-        path = parts.path.rstrip("/") or "/v1"
-        return cls(parts.scheme, parts.hostname, port, path)
-
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-
-class UpstreamFailure(Exception):
-    """The upstream could not be reached or did not answer in time."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
 
 
 @dataclass(frozen=True)
@@ -233,25 +185,6 @@ def _usage_only(event: Any) -> bool:
     return isinstance(event, dict) and event.get("choices") == [] and bool(event.get("usage"))
 
 
-def _forward_headers(stream_requested: bool) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-    # Identity, so that usage can be read from the bytes that pass through.
-    headers["Accept-Encoding"] = "identity"
-    if stream_requested:
-        headers.setdefault("Accept", "text/event-stream")
-    return headers
-
-
-def _response_headers(resp: http.client.HTTPResponse) -> list[tuple[str, str]]:
-    # CORS grants are the upstream's to give for itself: passed on, an upstream's
-    # `Access-Control-Allow-Origin: *` would let any web page use this loopback proxy.
-    return [
-        (k, v)
-        for k, v in resp.getheaders()
-        if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("access-control-")
-    ]
-
-
 def create_proxy_app(
     upstream: str, tracer_provider: trace.TracerProvider, options: ProxyOptions | None = None
 ) -> Flask:
@@ -289,7 +222,7 @@ def create_proxy_app(
     def _forward_plain(endpoint: str) -> Response:
         call = _Call(target, opts, tracer, None, None)
         try:
-            conn, resp = call.send("GET", endpoint, None, _forward_headers(False))
+            conn, resp = call.send("GET", endpoint, None, forward_headers(request.headers, False))
         except UpstreamFailure as exc:
             return _error(exc.status, str(exc), exc.error_type)
         try:
@@ -298,7 +231,7 @@ def create_proxy_app(
             return _error(502, "the upstream closed the connection", "upstream_error")
         finally:
             conn.close()
-        return Response(body, status=resp.status, headers=_response_headers(resp))
+        return Response(body, status=resp.status, headers=response_headers(resp))
 
     def _forward_call(endpoint: str) -> Response:
         start_ns = time.time_ns()
@@ -315,7 +248,7 @@ def create_proxy_app(
         call = _Call(
             target, opts, tracer, tally, _conversation_id(request.headers.get(CONVERSATION_HEADER))
         )
-        headers = _forward_headers(tally.streaming)
+        headers = forward_headers(request.headers, tally.streaming)
         injected = (
             opts.stream_usage
             and tally.streaming
@@ -342,7 +275,7 @@ def create_proxy_app(
             return Response(
                 call.relay(conn, resp, hide_usage_chunk=injected),
                 status=resp.status,
-                headers=_response_headers(resp),
+                headers=response_headers(resp),
                 direct_passthrough=True,
             )
         return _whole(call, conn, resp)
@@ -368,7 +301,7 @@ def create_proxy_app(
                 with contextlib.suppress(ValueError):
                     call.tally.observe_body(json.loads(payload))
         call.finish()
-        return Response(payload, status=resp.status, headers=_response_headers(resp))
+        return Response(payload, status=resp.status, headers=response_headers(resp))
 
     return app
 
