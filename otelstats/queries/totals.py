@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .._deltas import TOTAL_SUMS
 from ..models import Counter, MetricHistogram, MetricTotal
 
 OTHER_MODEL = "other"
@@ -61,16 +62,8 @@ class AllTimeTotals:
     """How many distinct models were folded into `other` by the cap."""
 
 
-_SUMS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "duration_sum_s",
-    "ttfc_sum_s",
-    "ttfc_count",
-    "input_token_calls",
-    "output_token_calls",
-)
+_SUMS = TOTAL_SUMS
+"""The sums of metric_totals: the columns the writer adds to, read back here."""
 
 
 def kept_models(requests_by_model: dict[str, int], limit: int) -> set[str]:
