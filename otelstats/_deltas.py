@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import semconv
 from .models import BUCKET_SECONDS
 from .records import CallRecord
-
-HISTOGRAMS: dict[str, tuple[float, ...]] = {
-    "duration": semconv.DURATION_BUCKETS,
-    "ttfc": semconv.TIME_TO_FIRST_CHUNK_BUCKETS,
-    "input_tokens": semconv.TOKEN_USAGE_BUCKETS,
-    "output_tokens": semconv.TOKEN_USAGE_BUCKETS,
-}
-"""Boundaries per metric_histograms.metric (the collector reads the same table)."""
 
 Row = dict[str, Any]
 
@@ -31,11 +23,6 @@ def bucket_of(start_ns: int) -> int:
     """Unix second at which the record's 15-minute rollup bucket starts."""
     seconds = start_ns // 1_000_000_000
     return seconds - seconds % BUCKET_SECONDS
-
-
-def le_index(boundaries: Sequence[float], value: float) -> int:
-    """Index of the first boundary >= value (Prometheus `le` semantics); len() means +Inf."""
-    return bisect_left(boundaries, value)
 
 
 CALL_COLUMNS = (

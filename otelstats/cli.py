@@ -329,7 +329,7 @@ def info(db: str | None, as_json: bool) -> None:
 )
 def prune(db: str | None, older_than: str) -> None:
     """Remove old raw calls; totals, rollups and Prometheus counters are kept."""
-    from .retention import parse_age
+    from .config import parse_age
     from .retention import prune as prune_calls
 
     age = parse_age(older_than)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import sqlalchemy as sa
@@ -63,23 +64,42 @@ class DayCache:
             while len(self._entries) > self._max_days:
                 self._entries.popitem(last=False)
 
-    def cells(
+    def view(
         self,
         conn: Connection,
         zone_key: str,
         days: Sequence[date],
         today: date,
         day_start: Callable[[date], int],
-        read: Callable[[int, int], Mapping[tuple[date, str], Sums]],
+    ) -> CacheView:
+        """This cache as one request sees it: the generations of its finished days are read
+        once here, and both its cells and its conversation count are checked against them."""
+        finished = [d for d in days if d < today]
+        return CacheView(self, zone_key, today, day_start, _signatures(conn, finished, day_start))
+
+
+@dataclass(frozen=True)
+class CacheView:
+    """One request's view of a DayCache (see `DayCache.view`)."""
+
+    cache: DayCache
+    zone_key: str
+    today: date
+    day_start: Callable[[date], int]
+    signatures: Mapping[date, tuple[int, ...]]
+    """Generations of the UTC days each finished local day overlaps."""
+
+    def cells(
+        self, days: Sequence[date], read: Callable[[int, int], Mapping[tuple[date, str], Sums]]
     ) -> dict[tuple[date, str], Sums]:
         """Sums per (day, model) for `days`: finished days from the cache where still valid,
         the rest (and today) through `read(lo, hi)`, which returns them for [lo, hi)."""
+        cache, today, day_start = self.cache, self.today, self.day_start
         finished = [d for d in days if d < today]
-        signatures = _signatures(conn, finished, day_start)
         out: dict[tuple[date, str], Sums] = {}
         stale: list[date] = []
         for day in finished:
-            cached = self._get((zone_key, day), signatures[day])
+            cached = cache._get((self.zone_key, day), self.signatures[day])
             if cached is None:
                 stale.append(day)
             else:
@@ -90,7 +110,7 @@ class DayCache:
                 if day in fresh:
                     fresh[day][model] = sums
         for day, cells in fresh.items():
-            self._put((zone_key, day), signatures[day], cells)
+            cache._put((self.zone_key, day), self.signatures[day], cells)
             out.update({(day, model): sums for model, sums in cells.items()})
         if days and days[-1] >= today:
             live = read(day_start(today), day_start(days[-1] + timedelta(days=1)))
@@ -98,16 +118,11 @@ class DayCache:
         return out
 
     def conversations(
-        self,
-        conn: Connection,
-        zone_key: str,
-        days: Sequence[date],
-        today: date,
-        day_start: Callable[[date], int],
-        read_ids: Callable[[int, int], Iterable[str]],
+        self, days: Sequence[date], read_ids: Callable[[int, int], Iterable[str]]
     ) -> int:
         """Distinct conversation ids over `days` (oldest first): the finished days' ids from
         the cache while unchanged, today's read live and counted where not already seen."""
+        cache, today, day_start = self.cache, self.today, self.day_start
         finished = [d for d in days if d < today]
         count_today = bool(days) and days[-1] >= today
         today_ids = (
@@ -117,17 +132,16 @@ class DayCache:
         )
         if not finished:
             return len(today_ids)
-        signatures = _signatures(conn, finished, day_start)
-        signature = tuple(g for day in finished for g in signatures[day])
-        key = (zone_key, finished[0], finished[-1])
-        with self._lock:
-            entry = self._conversations.get(key)
+        signature = tuple(g for day in finished for g in self.signatures[day])
+        key = (self.zone_key, finished[0], finished[-1])
+        with cache._lock:
+            entry = cache._conversations.get(key)
         if entry is None or entry[0] != signature:
             ids = frozenset(read_ids(day_start(finished[0]), day_start(today)))
-            with self._lock:
-                self._conversations[key] = (signature, ids)
-                while len(self._conversations) > 8:  # a few zones x periods
-                    self._conversations.popitem(last=False)
+            with cache._lock:
+                cache._conversations[key] = (signature, ids)
+                while len(cache._conversations) > 8:  # a few zones x periods
+                    cache._conversations.popitem(last=False)
         else:
             ids = entry[1]
         return len(ids) + sum(1 for c in today_ids if c not in ids)
@@ -167,4 +181,4 @@ def _runs(days: Iterable[date]) -> list[tuple[date, date]]:
     return runs
 
 
-__all__ = ["DayCache"]
+__all__ = ["CacheView", "DayCache"]

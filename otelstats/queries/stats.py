@@ -21,7 +21,7 @@ from ..errors import StorageError
 from ..models import Call, ConversationBucket, Counter, Rollup
 from ..records import OUTCOMES
 from . import periods
-from .daycache import DayCache
+from .daycache import CacheView, DayCache
 from .periods import Window
 
 ROLLUPS: sa.Table = Rollup.__table__  # type: ignore[assignment]
@@ -155,19 +155,29 @@ def _read_cells(conn: Connection, zone: ZoneInfo, lo: int, hi: int) -> Cells:
     }
 
 
-def _cells(conn: Connection, window: Window, cache: DayCache | None) -> Cells:
+def _cells(conn: Connection, window: Window, view: CacheView | None) -> Cells:
     """Sums per (local day, model) over the period and trend days; finished days come from
-    `cache` while they are unchanged."""
-    if cache is None:
-        return _read_cells(conn, window.zone, window.scan_lo, window.hi)
+    the cache `view` while they are unchanged."""
     zone = window.zone
-    return cache.cells(
+    if view is None:
+        return _read_cells(conn, zone, window.scan_lo, window.hi)
+    return view.cells(_scanned_days(window), lambda lo, hi: _read_cells(conn, zone, lo, hi))
+
+
+def _scanned_days(window: Window) -> list[date]:
+    return sorted(set(window.days) | set(window.trend_days))
+
+
+def _view(conn: Connection, window: Window, cache: DayCache | None) -> CacheView | None:
+    if cache is None:
+        return None
+    zone = window.zone
+    return cache.view(
         conn,
         window.tz,
-        sorted(set(window.days) | set(window.trend_days)),
+        _scanned_days(window),
         window.days[-1],
         lambda day: periods.day_start(day, zone),
-        lambda lo, hi: _read_cells(conn, zone, lo, hi),
     )
 
 
@@ -183,18 +193,18 @@ def _fold(cells: Cells, window: Window) -> tuple[dict[date, Sums], dict[str, Sum
     return days, models
 
 
-def _conversations(conn: Connection, window: Window, cache: DayCache | None) -> int:
+def _conversations(conn: Connection, window: Window, view: CacheView | None) -> int:
     """Distinct conversation ids among the period's calls.
 
     All Time reads the writer's count of ids ever seen rather than a DISTINCT over every
-    bucket; a period reads the buckets it covers (finished days' ids from `cache` if given).
+    bucket; a period reads the buckets it covers (finished days' ids from the cache `view`).
     """
     c = CONVERSATIONS.c
     if window.period == "all":
         # Kept by the writer: a COUNT over millions of ids would cost more than all else here.
         stmt = sa.select(COUNTERS.c.value).where(COUNTERS.c.name == "conversations")
         return int(conn.scalar(stmt) or 0)
-    if cache is None:
+    if view is None:
         stmt = sa.select(sa.func.count(sa.distinct(c.conversation_id))).where(
             c.bucket_start >= window.lo, c.bucket_start < window.hi
         )
@@ -204,15 +214,7 @@ def _conversations(conn: Connection, window: Window, cache: DayCache | None) -> 
         query = sa.select(c.conversation_id).where(c.bucket_start >= lo, c.bucket_start < hi)
         return list(conn.scalars(query.distinct()))
 
-    zone = window.zone
-    return cache.conversations(
-        conn,
-        window.tz,
-        window.days,
-        window.days[-1],
-        lambda day: periods.day_start(day, zone),
-        read_ids,
-    )
+    return view.conversations(window.days, read_ids)
 
 
 def _overview(days: Mapping[date, Sums], window: Window, conversations: int) -> dict[str, Any]:
@@ -273,8 +275,9 @@ def stats(
     try:
         with _reader(engine) as conn, conn.begin():
             window = _window(conn, period, zone, now)
-            days, models = _fold(_cells(conn, window, cache), window)
-            conversations = _conversations(conn, window, cache)
+            view = _view(conn, window, cache)
+            days, models = _fold(_cells(conn, window, view), window)
+            conversations = _conversations(conn, window, view)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the statistics: {exc.__class__.__name__}: {exc}") from exc
     daily = [{"date": day.isoformat()} | entry(days.get(day, _empty())) for day in window.days]
@@ -307,7 +310,7 @@ def daily_by_model(
     try:
         with _reader(engine) as conn, conn.begin():
             window = _window(conn, period, zone, now)
-            cells = _cells(conn, window, cache)
+            cells = _cells(conn, window, _view(conn, window, cache))
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the statistics: {exc.__class__.__name__}: {exc}") from exc
     in_period = set(window.days)

@@ -1,8 +1,8 @@
 """All-time totals for /metrics: metric_totals, metric_histograms, and the stored conversations.
 
 `all_time_totals` reads only the never-pruned per-label-set tables (cost grows with label sets, not
-with calls) and folds models past the top N into `other`; `distinct_conversations` reads the
-conversation count the writer keeps. Knows nothing of Prometheus' formats.
+with calls) and folds models past the top N into `other`; `stored_counters` reads the
+counters the writer keeps (conversations, dropped records). Knows nothing of Prometheus' formats.
 """
 
 from __future__ import annotations
@@ -140,8 +140,3 @@ def stored_counters(engine: Engine) -> dict[str, int]:
     counters: sa.Table = Counter.__table__  # type: ignore[assignment]
     with engine.connect() as conn:
         return {str(row.name): int(row.value) for row in conn.execute(sa.select(counters))}
-
-
-def distinct_conversations(engine: Engine) -> int:
-    """Distinct conversation ids ever seen."""
-    return stored_counters(engine).get("conversations", 0)
