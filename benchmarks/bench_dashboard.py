@@ -15,7 +15,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -24,8 +23,9 @@ from pathlib import Path
 from otelstats.config import Settings
 from otelstats.records import CallRecord
 from otelstats.store import Store
-from otelstats.web import create_app, make_wsgi_server
+from otelstats.web import create_app
 from tests.browser.support import CHROMIUM, CHROMIUM_ARGS  # one launch recipe for both
+from tests.servers import serving
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "llama-3.1-70b", "qwen2.5-coder", "mistral-large", "claude-like")
 TARGET_RENDER_S = 1.5
@@ -96,10 +96,7 @@ def run(rounds: int, days: int, per_day: int) -> dict[str, list[float]]:
         store = Store.open(Path(tmp) / "stats.db")
         store.write(history(days, per_day))
         app = create_app(settings=Settings.from_env({}), store=store)
-        server = make_wsgi_server(app, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_port}"
-        try:
+        with serving(app) as url:
             for _ in range(rounds * 3):
                 t0 = time.perf_counter()
                 with urllib.request.urlopen(url + "/api/stats?period=all&tz=UTC") as resp:
@@ -126,10 +123,7 @@ def run(rounds: int, days: int, per_day: int) -> dict[str, list[float]]:
                             results["numbers_cold"].append(marks[NUMBERS_MARK] / 1000)
                     ctx.close()
                 browser.close()
-        finally:
-            server.shutdown()
-            server.server_close()
-            store.dispose()
+        store.dispose()
     return results
 
 

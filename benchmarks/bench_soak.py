@@ -15,6 +15,7 @@ No assertions on time (issue 7, "Load"); exact counts are checked and reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +34,8 @@ from typing import Any
 
 from otelstats.config import Settings
 from otelstats.store import Store
-from otelstats.web import create_app, make_wsgi_server
+from otelstats.web import create_app
+from tests.servers import serving
 
 _SERVER = """
 import sys
@@ -136,9 +138,8 @@ def run(seconds: float, processes: int, threads: int, readers: int) -> dict[str,
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per poll otherwise
     store = Store.open(db)
     app = create_app(settings=Settings(db=str(db)), store=store)
-    server = make_wsgi_server(app, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    origin = f"http://127.0.0.1:{server.server_port}"
+    app_server = contextlib.ExitStack()
+    origin = app_server.enter_context(serving(app))
     stop = threading.Event()
     reads: dict[str, dict[str, Any]] = {}
     reader_threads = []
@@ -174,7 +175,7 @@ def run(seconds: float, processes: int, threads: int, readers: int) -> dict[str,
         thread.join(timeout=60)
     with urllib.request.urlopen(origin + "/api/stats?period=all", timeout=30) as response:
         api_requests = json.loads(response.read())["overview"]["requests"]
-    server.shutdown()
+    app_server.close()
     upstream.stdin.close()
     upstream.wait(timeout=30)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -15,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otelstats.config import Settings
 from otelstats.demo import DEMO_MODELS, history, start_demo, write_history
 from otelstats.store import Store
+from tests.servers import running
 
 DAY = date(2024, 3, 15)
 
@@ -50,19 +50,17 @@ def test_demo_serves_history_and_live_traffic(tmp_path: Path) -> None:
         echo=lambda _line: None,
         instrument_options={"tracer_provider": tracer_provider, "meter_provider": meter_provider},
     )
-    thread = threading.Thread(target=demo.httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        assert demo.live_calls == 12
-        demo.handle.flush()
-        with urllib.request.urlopen(demo.url + "api/stats?period=today", timeout=10) as response:
-            today = json.load(response)["overview"]
-        assert today["requests"] == demo.live_calls
-        assert today["errors"] == 1
-        assert today["conversations"] >= 1
+        with running(demo.httpd):
+            assert demo.live_calls == 12
+            demo.handle.flush()
+            url = demo.url + "api/stats?period=today"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                today = json.load(response)["overview"]
+            assert today["requests"] == demo.live_calls
+            assert today["errors"] == 1
+            assert today["conversations"] >= 1
     finally:
-        demo.httpd.shutdown()
-        thread.join(timeout=10)
         demo.close()
         tracer_provider.shutdown()
         meter_provider.shutdown()

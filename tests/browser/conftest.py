@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import sqlalchemy as sa
 
 from otelstats.config import Settings
 from otelstats.store import Store
-from otelstats.web import create_app, make_wsgi_server
+from otelstats.web import create_app
 from tests.browser.support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TZ, Site, Watch, seed_records
+from tests.servers import serving
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -31,15 +31,8 @@ def _serve(store: Store, poll_ms: int = 5000) -> Iterator[Site]:
         settings=Settings.from_env({}),
         store=store,
     )
-    server = make_wsgi_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", store)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(app) as url:
+        yield Site(url, store)
 
 
 @pytest.fixture(scope="package")

@@ -8,7 +8,6 @@ context would carry one test's token cookie into the next.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +18,10 @@ from flask.testing import FlaskClient
 
 from otelstats.config import Settings
 from otelstats.store import Store
-from otelstats.web import TOKEN_COOKIE, create_app, make_wsgi_server
+from otelstats.web import TOKEN_COOKIE, create_app
 from tests.browser.conftest import CSP_RECORDER
 from tests.browser.support import TZ, Site, Watch, assert_cards_match, seed_records, shot
+from tests.servers import serving
 
 TOKEN = "s3cret"
 PROTECTED = "This dashboard is protected. Enter the token (OTELSTATS_TOKEN)"
@@ -39,15 +39,10 @@ def _team_app(store: Store, token: str | None = TOKEN) -> Flask:
 def locked_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = Store.open(tmp_path_factory.mktemp("locked") / "stats.db")
     store.write(seed_records(10))
-    server = make_wsgi_server(_team_app(store), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", store)
+        with serving(_team_app(store)) as url:
+            yield Site(url, store)
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
         store.dispose()
 
 

@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,13 +22,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from otelstats.config import Settings
 from otelstats.records import CallRecord
 from otelstats.store import Store
 from otelstats.web import create_app
 from tests.factories import record
+from tests.servers import serving as serving_app
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
@@ -120,15 +119,8 @@ def fed_store(sqlite_store: Store) -> Store:
 def serving(store: Store) -> Iterator[Served]:
     """The app on a real threaded werkzeug server on a free loopback port."""
     app = make_app(store)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Served(app, f"http://127.0.0.1:{server.server_port}", store)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving_app(app) as url:
+        yield Served(app, url, store)
 
 
 def require(tool: str) -> str:

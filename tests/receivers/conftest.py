@@ -6,7 +6,6 @@ TracerProvider and the real StatsSpanExporter into a temporary SQLite store.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from opentelemetry.sdk.trace import TracerProvider
-from werkzeug.serving import make_server
 
 from otelstats.config import Settings
 from otelstats.exporter import StatsSpanExporter
@@ -28,6 +26,7 @@ from otelstats.receivers.proxy import (
 )
 from otelstats.store import Store
 from otelstats.web import create_app
+from tests.servers import serving
 
 
 def calls(store: Store) -> list[Any]:
@@ -83,14 +82,8 @@ class RunningApp:
 
 
 def _serve(store: Store, settings: Settings, config: dict[str, Any]) -> Iterator[RunningApp]:
-    app = create_app(config, settings=settings, store=store)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield RunningApp(f"http://127.0.0.1:{server.server_port}", store)
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(create_app(config, settings=settings, store=store)) as url:
+        yield RunningApp(url, store)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
@@ -20,8 +19,9 @@ from otelstats.cli import cli
 from otelstats.config import Settings
 from otelstats.export import DAILY_COLUMNS
 from otelstats.store import Store
-from otelstats.web import create_app, make_wsgi_server
+from otelstats.web import create_app
 from tests.factories import record
+from tests.servers import serving
 
 NOW = datetime.now(timezone.utc)
 
@@ -218,16 +218,8 @@ def test_cli_stats_json_equals_api(client: FlaskClient, store: Store, runner: Cl
 
 
 def test_real_threaded_server_serves_the_app(app: Flask) -> None:
-    server = make_wsgi_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/api/stats?period=today"
-        with urllib.request.urlopen(url, timeout=10) as response:
+    with serving(app) as base:
+        with urllib.request.urlopen(base + "/api/stats?period=today", timeout=10) as response:
             body = json.load(response)
             assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert body["period"] == "today"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
