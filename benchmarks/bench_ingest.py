@@ -4,8 +4,12 @@ executemany of the same rows into the same `calls` table, side by side in one ru
     .venv/bin/python -m benchmarks.bench_ingest            # full: 200k records, 5 rounds
     .venv/bin/python -m benchmarks.bench_ingest --quick    # CI: a few thousand, 2 rounds
     .venv/bin/python -m benchmarks.bench_ingest --pg postgresql+psycopg://postgres@127.0.0.1/test
+    .venv/bin/python -m benchmarks.bench_ingest --history 1000000   # + writes into a big history
 
 Target (issue 8): Store.write at least 50 % of raw executemany. Medians over rounds.
+`--history N` also measures Store.write into a database already holding N calls, with today's
+schema and with revision 0001's (whose unique key led with the random trace id): the write cost
+should not depend on how much history there is.
 """
 
 from __future__ import annotations
@@ -70,12 +74,27 @@ def bench_pg(url: str, records: list[CallRecord]) -> float:
         admin.dispose()
 
 
+def bench_history(history: int, n: int, revision: str) -> float:
+    """Store.write rate into a database at `revision` already holding `history` calls."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "history.db", migrate=False)
+        store.migrate(revision)
+        for offset in range(0, history, 50_000):
+            store.write(make_records(min(50_000, history - offset), offset))
+        rate = bench_store(store, make_records(n, history))
+        store.dispose()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast, for CI")
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pg", help="also measure Store.write on this PostgreSQL URL")
+    parser.add_argument(
+        "--history", type=int, default=0, help="also write into a database holding this many calls"
+    )
     args = parser.parse_args()
     n, rounds = (3_000, 2) if args.quick else (args.n, args.rounds)
 
@@ -98,6 +117,11 @@ def main() -> None:
     print(f"ratio (target >= 0.50):               {ours_m / raw_m:12.2f}")
     if pg:
         print(f"otelstats Store.write on PostgreSQL:  {statistics.median(pg):12,.0f} records/s")
+    if args.history or args.quick:  # (quick: a small history, so this path never rots)
+        history = 2_000 if args.quick else args.history
+        for revision, label in (("head", "today's schema"), ("0001", "revision 0001's key")):
+            rate = bench_history(history, min(n, 20_000), revision)
+            print(f"Store.write into {history:,} calls, {label + ':':21}{rate:12,.0f} records/s")
 
 
 if __name__ == "__main__":

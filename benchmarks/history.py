@@ -7,6 +7,7 @@ generator that builds a large database through the real writer (rollups included
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from pathlib import Path
 
@@ -20,7 +21,11 @@ DAY_NS = 86_400 * 10**9
 def make_records(
     n: int, offset: int = 0, *, step_ns: int = 1_700_000_000, start_ns: int = 1_780_000_000 * 10**9
 ) -> list[CallRecord]:
-    """Calls numbered `offset`..`offset + n - 1`; call i starts at start_ns + i * step_ns."""
+    """Calls numbered `offset`..`offset + n - 1`; call i starts at start_ns + i * step_ns.
+
+    Trace and span ids are random, as the SDK makes them (so index inserts land where real ones
+    do), but reproducible: seeded by `offset`."""
+    ids = random.Random(offset)
     out = []
     for i in range(offset, offset + n):
         start = start_ns + i * step_ns
@@ -28,8 +33,8 @@ def make_records(
         ok = i % 20 != 0
         out.append(
             CallRecord(
-                trace_id=f"{i:032x}",
-                span_id=f"{i:016x}",
+                trace_id=f"{ids.getrandbits(128):032x}",
+                span_id=f"{ids.getrandbits(64):016x}",
                 start_ns=start,
                 end_ns=start + 900_000_000,
                 operation="chat",

@@ -8,7 +8,7 @@ migrations/.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BUCKET_SECONDS = 900
@@ -33,8 +33,9 @@ class Call(Base):
 
     __tablename__ = "calls"
     __table_args__ = (
-        UniqueConstraint("trace_id", "span_id", name="uq_calls_span"),
-        Index("ix_calls_start_ns", "start_ns"),
+        # Time-ordered: new rows land at the index's right edge (see migration 0002); it also
+        # serves every start_ns range.
+        Index("uq_calls_start_span", "start_ns", "trace_id", "span_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -124,12 +124,13 @@ def _reclaim_sqlite(store: Store) -> None:
             conn.exec_driver_sql("PRAGMA auto_vacuum = INCREMENTAL")
             conn.exec_driver_sql("VACUUM")
     else:
-        while True:
-            with store.writer() as conn, conn.begin():
-                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
-                if free:
-                    conn.exec_driver_sql(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-            if not free:
-                break
+        # Python's sqlite3 steps a PRAGMA that returns no rows only once, which frees one page;
+        # executescript steps it to the end. The driver runs in autocommit (store.create_engine),
+        # so each step is its own short write transaction under the busy timeout.
+        with store.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            while raw.execute("PRAGMA freelist_count").fetchone()[0]:
+                raw.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
     with store.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

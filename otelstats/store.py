@@ -1,6 +1,7 @@
 """The database: URL resolution, engines (SQLite pragmas or PostgreSQL), migrations, the writer.
 
-`Store.write(records)` is idempotent on (trace_id, span_id): a record already stored changes
+`Store.write(records)` is idempotent on (start_ns, trace_id, span_id), i.e. on the span (its start
+time never changes on redelivery): a record already stored changes
 nothing, so retries after a crash or a duplicate delivery never double-count.
 """
 
@@ -39,15 +40,21 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 _PG_MIGRATION_LOCK = 0x6F74_6C73  # "otls": serialises concurrent migrate() calls on PostgreSQL
 _WRITE_OPTION = "otelstats_write"
+_CALL_KEY = ("start_ns", "trace_id", "span_id")
+"""The unique key of `calls` (migration 0002): a span, indexed in time order."""
 _PG_INSERT_CALLS = (
     f"INSERT INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
     f"VALUES ({', '.join(['%s'] * len(_deltas.CALL_COLUMNS))}) "
-    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+    f"ON CONFLICT ({', '.join(_CALL_KEY)}) DO NOTHING"
 )
 _SQLITE_INSERT_CALLS = (
     f"INSERT OR IGNORE INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
     f"VALUES ({', '.join('?' * len(_deltas.CALL_COLUMNS))})"
 )
+
+
+def _key(record: CallRecord) -> tuple[int, str, str]:
+    return (record.start_ns, record.trace_id, record.span_id)
 
 
 def resolve_url(db: str | Path | None) -> sa.URL:
@@ -203,7 +210,7 @@ class Store:
 
     def write(self, records: Sequence[CallRecord]) -> int:
         """Persist records and their rollups in one transaction; returns how many were new."""
-        unique = list({(r.trace_id, r.span_id): r for r in records}.values())
+        unique = list({_key(r): r for r in records}.values())
         if not unique:
             return 0
         with self.writer() as conn, conn.begin():
@@ -228,7 +235,7 @@ class Store:
             # BEGIN IMMEDIATE holds the write lock: what the SELECT sees cannot change before
             # the INSERT.
             stored = self._stored_ids(conn, records)
-            new = [r for r in records if (r.trace_id, r.span_id) not in stored]
+            new = [r for r in records if _key(r) not in stored]
             if new:
                 conn.exec_driver_sql(_SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in new])
             return new
@@ -236,24 +243,23 @@ class Store:
         calls: sa.Table = Call.__table__  # type: ignore[assignment]
         stmt = (
             _insert(conn, calls)
-            .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
-            .returning(calls.c.trace_id, calls.c.span_id)
+            .on_conflict_do_nothing(index_elements=list(_CALL_KEY))
+            .returning(*(calls.c[name] for name in _CALL_KEY))
         )
         rows = [_deltas.call_row(r) for r in records]
-        inserted = {(row.trace_id, row.span_id) for row in conn.execute(stmt, rows)}
-        return [r for r in records if (r.trace_id, r.span_id) in inserted]
+        inserted = {tuple(row) for row in conn.execute(stmt, rows)}
+        return [r for r in records if _key(r) in inserted]
 
     @staticmethod
-    def _stored_ids(conn: Connection, records: list[CallRecord]) -> set[tuple[str, str]]:
+    def _stored_ids(conn: Connection, records: list[CallRecord]) -> set[tuple[int, str, str]]:
         calls: sa.Table = Call.__table__  # type: ignore[assignment]
-        # trace_id leads the unique index, so this is an index lookup, not a scan.
-        trace_ids = sorted({r.trace_id for r in records})
-        stored: set[tuple[str, str]] = set()
-        for i in range(0, len(trace_ids), 500):  # stay under SQLite's bound-parameter limit
-            query = sa.select(calls.c.trace_id, calls.c.span_id).where(
-                calls.c.trace_id.in_(trace_ids[i : i + 500])
-            )
-            stored.update((row.trace_id, row.span_id) for row in conn.execute(query))
+        # start_ns leads the unique index, so this is an index lookup, not a scan.
+        starts = sorted({r.start_ns for r in records})
+        columns = [calls.c[name] for name in _CALL_KEY]
+        stored: set[tuple[int, str, str]] = set()
+        for i in range(0, len(starts), 500):  # stay under SQLite's bound-parameter limit
+            query = sa.select(*columns).where(calls.c.start_ns.in_(starts[i : i + 500]))
+            stored.update((row[0], row[1], row[2]) for row in conn.execute(query))
         return stored
 
     def writer(self) -> Connection:

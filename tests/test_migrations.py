@@ -123,8 +123,8 @@ SCHEMA: dict[str, tuple[list[tuple[str, bool]], list[str]]] = {
         ["operation", "provider", "model", "outcome", "error_type", "metric", "le_index"],
     ),
 }
-INDEXES = {"calls": {"ix_calls_start_ns": ["start_ns"]}}
-UNIQUE = {"calls": {"uq_calls_span": ["trace_id", "span_id"]}}
+INDEXES = {"calls": {"uq_calls_start_span": ["start_ns", "trace_id", "span_id"]}}
+UNIQUE: dict[str, dict[str, list[str]]] = {}
 
 
 def _tables(store: Store) -> set[str]:
@@ -151,7 +151,7 @@ def test_blank_database_gets_exactly_these_columns(store: Store) -> None:
         assert indexes == INDEXES.get(table, {}), table
         unique = {u["name"]: u["column_names"] for u in inspector.get_unique_constraints(table)}
         assert unique == UNIQUE.get(table, {}), table
-    assert _version(store) == "0001"
+    assert _version(store) == "0002"
 
 
 def test_models_agree_with_the_migrated_schema(store: Store) -> None:
@@ -167,7 +167,7 @@ def test_upgrade_downgrade_upgrade(store: Store) -> None:
     assert _version(store) is None
     store.migrate()
     assert _tables(store) == {*SCHEMA, "alembic_version"}
-    assert _version(store) == "0001"
+    assert _version(store) == "0002"
     # The rebuilt schema is usable (and empty: downgrading to base drops the data).
     assert store.write([record()]) == 1
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from otelstats.config import Settings
 from otelstats.errors import ConfigError
-from otelstats.retention import enforce, parse_age, prune, run_periodically
+from otelstats.retention import VACUUM_PAGES, enforce, parse_age, prune, run_periodically
 from otelstats.store import Store
 from tests.factories import record
 
@@ -57,10 +59,27 @@ def test_prune_reclaims_sqlite_space(sqlite_store: Store) -> None:
             for i in range(6000)
         ]
     )
+    path = Path(sqlite_store.engine.url.database or "")
+    before = path.stat().st_size
+    statements: list[str] = []
+    sqlite_store.engine.dispose()  # new connections, each tracing what it runs
+
+    @sa.event.listens_for(sqlite_store.engine, "connect")
+    def _trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(statements.append)
+
     result = prune(sqlite_store, parse_age("30d"), now_ns=int(NOW.timestamp() * 1e9))
     assert result.deleted_calls == 6000
     assert result.reclaimed_bytes is not None
     assert result.reclaimed_bytes > 0
+    # Every free page went back (not one page per step), so the file shrank by most of the rows.
+    with sqlite_store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA freelist_count").scalar() == 0
+    assert path.stat().st_size < before / 2
+    # ... in steps of VACUUM_PAGES pages, not one step (one write transaction) per page.
+    pages = result.reclaimed_bytes // 4096
+    steps = sum("incremental_vacuum" in statement for statement in statements)
+    assert 1 <= steps <= pages // VACUUM_PAGES + 2
 
 
 @pytest.mark.parametrize("text", ["", "90", "0d", "-3d", "1y", "ninety days", "9999999d"])

@@ -8,6 +8,7 @@ test as revisions are added: it always starts from "0001" and always ends at hea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from otelstats import queries
+from otelstats.records import CallRecord
 from otelstats.store import Store
 
 ROWS = json.loads((Path(__file__).parent / "data" / "rows_0001.json").read_text())
@@ -107,6 +109,32 @@ def test_upgrade_from_0001_keeps_every_row_and_aggregate(old_store: Store) -> No
 
     assert old_store.write([record()]) == 1
     assert queries.stats(old_store.engine, "all", "UTC")["overview"]["requests"] == 61
+    # ... and an old call delivered again is still recognised (the key changed in 0002).
+    assert old_store.write([_as_record(calls[0])]) == 0
+    assert queries.stats(old_store.engine, "all", "UTC")["overview"]["requests"] == 61
+
+
+def test_downgrade_to_0001_keeps_every_row(old_store: Store) -> None:
+    old_store.migrate("head")
+    before = _old_rows(old_store, "calls")
+    old_store.downgrade("0001")
+    assert _old_rows(old_store, "calls") == before
+    inspector = sa.inspect(old_store.engine)
+    unique = {u["name"]: u["column_names"] for u in inspector.get_unique_constraints("calls")}
+    assert unique == {"uq_calls_span": ["trace_id", "span_id"]}
+    old_store.migrate("head")
+    assert _old_rows(old_store, "calls") == before
+
+
+def _as_record(row: dict[str, Any]) -> CallRecord:
+    """A stored 0001 row as the CallRecord that wrote it (for redelivery)."""
+    fields = {f.name for f in dataclasses.fields(CallRecord)}
+    values = {k: v for k, v in row.items() if k in fields}
+    values["finish_reasons"] = (
+        tuple(row["finish_reasons"].split(",")) if row["finish_reasons"] else ()
+    )
+    values["streaming"] = bool(row["streaming"])
+    return CallRecord(**values)
 
 
 def test_frozen_rows_match_what_this_code_writes_at_0001(tmp_path: Path) -> None:
