@@ -1,0 +1,95 @@
+"""Where otelstats' per-call overhead goes, in CPU instructions (noise-free, unlike time on a
+shared 2-core machine). Runs `calls` non-streaming calls (after 100 warm-up calls) in one setup;
+run it under callgrind twice and divide the difference by the number of calls:
+
+    for n in 0 200; do valgrind --tool=callgrind --callgrind-out-file=cg.$MODE.$n \\
+        .venv/bin/python -m benchmarks.bench_overhead_parts $MODE $n; done
+    # instructions per call = (total(cg.$MODE.200) - total(cg.$MODE.0)) / 200
+
+Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
+bench_overhead does):
+  bare          the openai SDK alone
+  noop          + otelstats' wrappers with a no-op tracer: our own logic
+  sdk           + an SDK TracerProvider: the span (its attributes, ids, processors)
+  full-nowrite  + BatchSpanProcessor -> StatsSpanExporter, Store.write skipped: the mapping
+  full          + Store.write into SQLite: everything a user pays
+  openai-v2     opentelemetry-instrumentation-openai-v2 with SDK metrics, exporting the same way
+Run-to-run spread is about ±5 % of the instrumented part.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_overhead import MESSAGES, make_clients
+
+MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
+
+
+def setup(mode: str, db: Path) -> Any:
+    """Instrument for `mode`; returns the TracerProvider to flush (None: nothing exported)."""
+    if mode == "bare":
+        return None
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from otelstats.exporter import StatsSpanExporter
+    from otelstats.instrumentation import OpenAIInstrumentor
+
+    if mode == "noop":
+        OpenAIInstrumentor().instrument(tracer_provider=NoOpTracerProvider())
+        return None
+    provider = TracerProvider()
+    if mode == "sdk":
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+        return None
+    exporter = StatsSpanExporter(db)
+    if mode == "full-nowrite":
+        from otelstats.store import Store
+
+        Store.write = lambda self, records: len(records)  # type: ignore[method-assign]
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    if mode == "openai-v2":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        V2().instrument(tracer_provider=provider, meter_provider=meters)  # type: ignore[no-untyped-call]
+    else:
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if a != "--quick"]
+    if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
+        args = ["full", "5"]
+    mode, calls = (args[0] if args else "full"), int(args[1]) if len(args) > 1 else 200
+    if mode not in MODES:
+        print(f"mode must be one of {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    sync, _ = make_clients()
+    cpu = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        provider = setup(mode, Path(tmp) / "parts.db")
+        for i in range(100 + calls):
+            sync.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+            if provider is not None and i % 100 == 99:
+                provider.force_flush()
+        if provider is not None:
+            provider.force_flush()
+            provider.shutdown()
+    cpu = (time.process_time() - cpu) / (100 + calls) * 1e6
+    print(f"{mode}: {100 + calls} calls, {cpu:.0f} µs CPU per call incl. warm-up (time is noisy:")
+    print("count instructions with callgrind at two call counts, as the docstring shows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
