@@ -1,4 +1,4 @@
-"""The cache of finished days: always the same answer as no cache, and read only when needed."""
+"""The day cache: always the same answer as no cache, and read only when needed."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from otelstats import queries
 from otelstats.store import Store
@@ -43,13 +44,38 @@ def test_cached_answers_equal_uncached(store: Store, tz: str) -> None:
     assert cache.hits > 0
 
 
-def test_warm_cache_reads_only_today(store: Store) -> None:
+def test_warm_cache_reads_no_day_when_nothing_changed(store: Store) -> None:
     _seed(store)
     cache = queries.DayCache()
-    queries.stats(store.engine, "all", "UTC", now=NOW, cache=cache)
+    for period in queries.PERIODS:
+        queries.stats(store.engine, period, "UTC", now=NOW, cache=cache)
+    statements: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
     misses = cache.misses
-    queries.stats(store.engine, "all", "UTC", now=NOW, cache=cache)
-    assert cache.misses == misses  # every finished day came from the cache
+    for period in queries.PERIODS:
+        queries.stats(store.engine, period, "UTC", now=NOW, cache=cache)
+    assert cache.misses == misses  # every day, today included, came from the cache
+    assert statements
+    # (All Time still looks up its first bucket: one index probe, no sums, no ids.)
+    reads = [s for s in statements if "sum(" in s or "conversation_buckets" in s]
+    assert not reads
+
+
+def test_a_call_today_rereads_today_alone(store: Store) -> None:
+    _seed(store)
+    cache = queries.DayCache()
+    before = queries.stats(store.engine, "30d", "UTC", now=NOW, cache=cache)
+    misses = cache.misses
+    store.write([record(NOW - timedelta(minutes=5), conversation_id="new-today")])
+    cached, plain = _both(store, cache, "30d", "UTC")
+    assert cache.misses == misses + 1  # today's entry, not the 30 finished days
+    assert cached == plain
+    assert cached["overview"]["requests"] == before["overview"]["requests"] + 1
+    assert cached["overview"]["conversations"] == before["overview"]["conversations"] + 1
 
 
 def test_late_call_in_a_finished_day_is_seen(store: Store) -> None:

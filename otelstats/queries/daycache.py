@@ -1,9 +1,10 @@
-"""A cache of finished local days, so All Time does not re-read two years of rollups per request.
+"""A cache of local days, so All Time does not re-read two years of rollups per request.
 
-A finished day's sums change only when late or imported calls land in it; the writer bumps a
-counter per UTC day it touches (`day_generations`), and an entry is used only while the counters
-of the UTC days it overlaps are unchanged. Today is always read live. The cache is an object
-the caller owns (the web app keeps one), never module state.
+A day's sums change only when calls land in it; the writer bumps a counter per UTC day it
+touches (`day_generations`) in the same transaction, and an entry is used only while the
+counters of the UTC days it overlaps are unchanged. Today is cached the same way: every call
+stored today invalidates today's entry alone, and a refresh with nothing new reads no rollups.
+The cache is an object the caller owns (the web app keeps one), never module state.
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ class DayCache:
         today: date,
         day_start: Callable[[date], int],
     ) -> CacheView:
-        """This cache as one request sees it: the generations of its finished days are read
+        """This cache as one request sees it: the generations of its days up to today are read
         once here, and both its cells and its conversation count are checked against them."""
-        finished = [d for d in days if d < today]
-        return CacheView(self, zone_key, today, day_start, _signatures(conn, finished, day_start))
+        known = [d for d in days if d <= today]
+        return CacheView(self, zone_key, today, day_start, _signatures(conn, known, day_start))
 
 
 @dataclass(frozen=True)
@@ -87,18 +88,18 @@ class CacheView:
     today: date
     day_start: Callable[[date], int]
     signatures: Mapping[date, tuple[int, ...]]
-    """Generations of the UTC days each finished local day overlaps."""
+    """Generations of the UTC days each local day up to today overlaps."""
 
     def cells(
         self, days: Sequence[date], read: Callable[[int, int], Mapping[tuple[date, str], Sums]]
     ) -> dict[tuple[date, str], Sums]:
-        """Sums per (day, model) for `days`: finished days from the cache where still valid,
-        the rest (and today) through `read(lo, hi)`, which returns them for [lo, hi)."""
+        """Sums per (day, model) for `days`: from the cache where still valid, the rest (and
+        any day after today) through `read(lo, hi)`, which returns them for [lo, hi)."""
         cache, today, day_start = self.cache, self.today, self.day_start
-        finished = [d for d in days if d < today]
+        known = [d for d in days if d <= today]
         out: dict[tuple[date, str], Sums] = {}
         stale: list[date] = []
-        for day in finished:
+        for day in known:
             cached = cache._get((self.zone_key, day), self.signatures[day])
             if cached is None:
                 stale.append(day)
@@ -112,39 +113,48 @@ class CacheView:
         for day, cells in fresh.items():
             cache._put((self.zone_key, day), self.signatures[day], cells)
             out.update({(day, model): sums for model, sums in cells.items()})
-        if days and days[-1] >= today:
-            live = read(day_start(today), day_start(days[-1] + timedelta(days=1)))
-            out.update({key: sums for key, sums in live.items() if key[0] >= today})
+        if days and days[-1] > today:
+            live = read(
+                day_start(today + timedelta(days=1)), day_start(days[-1] + timedelta(days=1))
+            )
+            out.update({key: sums for key, sums in live.items() if key[0] > today})
         return out
 
     def conversations(
         self, days: Sequence[date], read_ids: Callable[[int, int], Iterable[str]]
     ) -> int:
-        """Distinct conversation ids over `days` (oldest first): the finished days' ids from
-        the cache while unchanged, today's read live and counted where not already seen."""
-        cache, today, day_start = self.cache, self.today, self.day_start
+        """Distinct conversation ids over `days` (oldest first): the finished days' ids and
+        today's, each from the cache while unchanged (a write today re-reads today's alone),
+        today's counted where not already seen."""
+        today, day_start = self.today, self.day_start
         finished = [d for d in days if d < today]
-        count_today = bool(days) and days[-1] >= today
-        today_ids = (
-            set(read_ids(day_start(today), day_start(days[-1] + timedelta(days=1))))
-            if count_today
-            else set()
-        )
+        today_ids: frozenset[str] = frozenset()
+        if days and days[-1] >= today:
+            end = day_start(days[-1] + timedelta(days=1))
+            if today in self.signatures:
+                today_ids = self._ids([today], lambda: read_ids(day_start(today), end))
+            else:  # (not a day this view knows: read it)
+                today_ids = frozenset(read_ids(day_start(today), end))
         if not finished:
             return len(today_ids)
-        signature = tuple(g for day in finished for g in self.signatures[day])
-        key = (self.zone_key, finished[0], finished[-1])
+        ids = self._ids(finished, lambda: read_ids(day_start(finished[0]), day_start(today)))
+        return len(ids) + sum(1 for c in today_ids if c not in ids)
+
+    def _ids(self, days: list[date], read: Callable[[], Iterable[str]]) -> frozenset[str]:
+        """The ids of consecutive `days`, cached against their generations."""
+        cache = self.cache
+        signature = tuple(g for day in days for g in self.signatures[day])
+        key = (self.zone_key, days[0], days[-1])
         with cache._lock:
             entry = cache._conversations.get(key)
-        if entry is None or entry[0] != signature:
-            ids = frozenset(read_ids(day_start(finished[0]), day_start(today)))
-            with cache._lock:
-                cache._conversations[key] = (signature, ids)
-                while len(cache._conversations) > 8:  # a few zones x periods
-                    cache._conversations.popitem(last=False)
-        else:
-            ids = entry[1]
-        return len(ids) + sum(1 for c in today_ids if c not in ids)
+        if entry is not None and entry[0] == signature:
+            return entry[1]
+        ids = frozenset(read())
+        with cache._lock:
+            cache._conversations[key] = (signature, ids)
+            while len(cache._conversations) > 16:  # a few zones x (periods + today)
+                cache._conversations.popitem(last=False)
+        return ids
 
 
 def _signatures(

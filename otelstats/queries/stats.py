@@ -156,7 +156,7 @@ def _read_cells(conn: Connection, zone: ZoneInfo, lo: int, hi: int) -> Cells:
 
 
 def _cells(conn: Connection, window: Window, view: CacheView | None) -> Cells:
-    """Sums per (local day, model) over the period and trend days; finished days come from
+    """Sums per (local day, model) over the period and trend days; days up to today come from
     the cache `view` while they are unchanged."""
     zone = window.zone
     if view is None:
@@ -197,7 +197,7 @@ def _conversations(conn: Connection, window: Window, view: CacheView | None) -> 
     """Distinct conversation ids among the period's calls.
 
     All Time reads the writer's count of ids ever seen rather than a DISTINCT over every
-    bucket; a period reads the buckets it covers (finished days' ids from the cache `view`).
+    bucket; a period reads the buckets it covers (from the cache `view` while unchanged).
     """
     c = CONVERSATIONS.c
     if window.period == "all":
@@ -268,7 +268,7 @@ def stats(
     `daily` lists every local day of the period, oldest first, zero days included; for `all` it
     starts at the first recorded local day, and on an empty database it is today alone.
     Calls stamped after today (a skewed clock) are left out until their day comes.
-    A long-lived caller passes a `DayCache` so finished days are not read again.
+    A long-lived caller passes a `DayCache` so days that did not change are not read again.
     """
     periods.check_period(period)
     zone = periods.resolve_zone(tz)
