@@ -6,6 +6,8 @@ Chromium, and the time of the All Time JSON (`/api/stats?period=all`) it draws f
 
 Targets (issue 4): all charts rendered < 1.5 s; All Time JSON < 100 ms. "Cold" opens a new browser
 context (nothing cached, plotly.js fetched and parsed); "warm" reloads in the same context.
+"plotly.js alone" loads only the bundle, cold, on an otherwise empty page of the same origin: the
+floor under "all charts rendered" that no change to the dashboard itself can go below.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from otelstats.config import Settings
 from otelstats.records import CallRecord
@@ -36,6 +39,14 @@ MARKS_JS = (
     "() => Object.fromEntries(performance.getEntriesByType('mark').map(m => [m.name, m.startTime]))"
 )
 TARGET_JSON_S = 0.100
+# The floor page: the installed bundle and nothing else, timed to the end of its evaluation. Served
+# by Playwright at a path of the app's origin, so it has no CSP and may carry an inline handler.
+FLOOR_PATH = "/__bench_plotly_floor__"
+FLOOR_HTML = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>floor</title>'
+    '<script async src="/assets/vendor/plotly.min.js" onload="performance.mark(\'plotly-ran\');'
+    ' document.documentElement.dataset.ran = 1"></script></head><body></body></html>'
+)
 
 
 def history(days: int, per_day: int) -> list[CallRecord]:
@@ -91,6 +102,7 @@ def run(rounds: int, days: int, per_day: int) -> dict[str, list[float]]:
         "numbers_cold": [],
         "render_cold": [],
         "render_warm": [],
+        "plotly_alone_cold": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "stats.db")
@@ -122,9 +134,24 @@ def run(rounds: int, days: int, per_day: int) -> dict[str, list[float]]:
                         if key == "render_cold":
                             results["numbers_cold"].append(marks[NUMBERS_MARK] / 1000)
                     ctx.close()
+                    results["plotly_alone_cold"].append(plotly_alone(browser, url))
                 browser.close()
         store.dispose()
     return results
+
+
+def plotly_alone(browser: Any, url: str) -> float:
+    """Seconds from navigation until plotly.min.js has run, cold, on the empty floor page."""
+    ctx = browser.new_context(timezone_id="UTC", viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.route(
+        url + FLOOR_PATH, lambda route: route.fulfill(content_type="text/html", body=FLOOR_HTML)
+    )
+    page.goto(url + FLOOR_PATH)
+    page.wait_for_function("() => document.documentElement.dataset.ran", timeout=30_000)
+    ran: float = page.evaluate(MARKS_JS)["plotly-ran"] / 1000
+    ctx.close()
+    return ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  all charts rendered, cold       {median_ms(r['render_cold'])}   {render_target}")
     print(f"  cards and table shown, cold     {median_ms(r['numbers_cold'])}")
     print(f"  all charts rendered, warm cache {median_ms(r['render_warm'])}")
+    print(f"  plotly.js alone, cold (floor)   {median_ms(r['plotly_alone_cold'])}")
     if args.quick:
         return 0
     missed = []

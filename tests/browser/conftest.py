@@ -52,13 +52,23 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+def _seeded(tmp_path_factory: pytest.TempPathFactory, name: str, days: int) -> Iterator[Site]:
+    store = Store.open(tmp_path_factory.mktemp(name) / "stats.db")
+    store.write(seed_records(days))
+    yield from _serve(store)
+    store.dispose()
+
+
 @pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """40 days of seeded history, shared read-only by the tests that do not write."""
-    store = Store.open(tmp_path_factory.mktemp("site") / "stats.db")
-    store.write(seed_records(40))
-    yield from _serve(store)
-    store.dispose()
+    yield from _seeded(tmp_path_factory, "site", 40)
+
+
+@pytest.fixture(scope="package")
+def long_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """150 days of seeded history: more days than a chart line shows markers for."""
+    yield from _seeded(tmp_path_factory, "long_site", 150)
 
 
 @pytest.fixture

@@ -49,6 +49,24 @@ def test_plotly_comes_from_the_installed_package(client: FlaskClient) -> None:
         assert response.cache_control.max_age == 86_400
 
 
+def test_head_starts_the_numbers_before_plotly_and_never_queues_them(client: FlaskClient) -> None:
+    """boot.js (the /api/stats request) before any stylesheet; plotly.js only preloaded (the page
+    runs it after the numbers); the deferred scripts at high priority (see dashboard.html)."""
+    head = client.get("/").get_data(as_text=True).split("</head>")[0]
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", head)
+    boot = next(i for i, t in enumerate(tags) if "boot.js" in t)
+    styles = [i for i, t in enumerate(tags) if 'rel="stylesheet"' in t]
+    assert "defer" not in tags[boot]
+    assert "async" not in tags[boot]
+    assert boot < min(styles)
+    plotly = [t for t in tags if "plotly.min.js" in t]
+    assert len(plotly) == 1
+    assert plotly[0].startswith('<link rel="preload" as="script" id="plotly-js"')
+    deferred = [t for t in tags if t.startswith("<script") and "defer" in t]
+    assert len(deferred) == 3
+    assert all('fetchpriority="high"' in t for t in deferred)
+
+
 def test_plotly_css_matches_the_installed_plotly_version() -> None:
     head = plotly_js_path().read_text(encoding="utf-8")[:200]
     installed = re.search(r"plotly\.js (v[\d.]+)", head)

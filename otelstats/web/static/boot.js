@@ -1,5 +1,5 @@
-/* Runs first (before plotly.js, which takes a while to start): reads the period from the URL and
-   the browser's timezone, and starts the first /api/stats request so it overlaps plotly's start. */
+/* Runs first (a plain script at the top of <head>): reads the period from the URL and the browser's
+   timezone, and starts the first /api/stats request while plotly.js is still downloading. */
 "use strict";
 (function (global) {
   const PERIODS = ["today", "7d", "30d", "all"];

@@ -9,6 +9,10 @@
   // Solid first, then diagonal stripes, dots, horizontal lines, crosshatch, vertical lines.
   const PATTERNS = ["", "/", ".", "-", "x", "|"];
   const DASHES = ["solid", "dash", "dot", "dashdot"];
+  // Beyond this many days a line shows an evenly spread subset of its markers (plotly picks them
+  // again on zoom): two years of daily markers blur into a thick line and cost half the chart's
+  // drawing time. The line, its dash and every day's hover value stay.
+  const MAX_MARKERS = 100;
 
   function theme() {
     const css = getComputedStyle(document.documentElement);
@@ -110,7 +114,7 @@
       type: "scatter", mode: "lines+markers", name, x, y: d.map((r) => r[key]), yaxis,
       connectgaps: false,
       line: { color: COLORS[i], width: 2, dash: DASHES[i] },
-      marker: { symbol, size: 6, color: COLORS[i] },
+      marker: { symbol, size: 6, color: COLORS[i], maxdisplayed: MAX_MARKERS },
       hovertemplate: "%{y:" + fmt + "}<extra>" + name + "</extra>",
     });
     const data = [
@@ -165,6 +169,6 @@
 
   global.OtelstatsCharts = {
     builders: { usage, "tokens-by-model": tokensByModel, performance },
-    buildTable, theme, CONFIG, COLORS, PATTERNS,
+    buildTable, theme, CONFIG, COLORS, PATTERNS, MAX_MARKERS,
   };
 })(window);

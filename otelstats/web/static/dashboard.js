@@ -17,15 +17,23 @@
   const themeQueries = ["(prefers-color-scheme: dark)", "(prefers-contrast: more)", "(forced-colors: active)"]
     .map((q) => window.matchMedia(q));
   const pollMs = Number(document.body.dataset.pollMs) || 5000;
-  const plotlyReady = new Promise((resolve, reject) => {
-    if (window.Plotly) {
-      resolve(window.Plotly);
-      return;
+  // plotly.js is preloaded by the page (Chromium fetches and parses it off the main thread) and run
+  // only from here, once the numbers are drawn or the first load gave up: running it takes the main
+  // thread for about a second, which the cards and the table must not wait behind. A chart waits
+  // for it either way, so drawing the numbers first costs the charts nothing measurable.
+  let plotlyReady = null;
+  function loadPlotly() {
+    if (!plotlyReady) {
+      plotlyReady = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = document.getElementById("plotly-js").href; // the preloaded response is used
+        script.addEventListener("load", () => resolve(window.Plotly));
+        script.addEventListener("error", () => reject(new Error("plotly.js could not be loaded")));
+        document.head.appendChild(script);
+      });
     }
-    const script = document.getElementById("plotly-js");
-    script.addEventListener("load", () => resolve(window.Plotly));
-    script.addEventListener("error", () => reject(new Error("plotly.js could not be loaded")));
-  });
+    return plotlyReady;
+  }
   const state = {
     stats: null, version: null, sort: { key: "requests", dir: "descending" }, loading: null, tokenAccepted: false,
   };
@@ -122,7 +130,7 @@
 
   // ---- charts -----------------------------------------------------------------------------------
   async function renderCharts(stats) {
-    await plotlyReady;
+    await loadPlotly();
     const t = C.theme();
     const reduce = motionQuery.matches;
     document.documentElement.dataset.motion = reduce ? "reduce" : "full";
@@ -274,6 +282,7 @@
       setState("error");
     } finally {
       if (request === state.loading) $("#content").removeAttribute("aria-busy");
+      loadPlotly(); // empty, error or token state: ready for when charts are due
     }
   }
 
