@@ -209,7 +209,12 @@ def test_empty_state_then_live_refresh(page: Any, fresh_site: Site) -> None:
     shot(page, "empty")
     page.evaluate("() => window.__sameDocument = true")
     fresh_site.store.write([record(local_days_ago(0), input_tokens=1200, output_tokens=34)])
-    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=10_000)
+    # Ready, and the charts drawn (plotly.js runs after the numbers), so that the next render
+    # awaited below is the refresh, not these charts arriving late.
+    page.wait_for_function(
+        "() => document.body.dataset.state === 'ready' && Boolean(document.body.dataset.rendered)",
+        timeout=10_000,
+    )
     assert page.evaluate("() => window.__sameDocument") is True  # no reload
     assert_cards_match(page, stats(fresh_site, "7d")["overview"])
     before = rendered(page)
