@@ -63,12 +63,13 @@ def get_store() -> Store:
 
 
 def get_day_cache() -> DayCache:
-    """The app's cache of finished local days (All Time stays fast on a long history)."""
+    """The app's cache of local days (All Time stays fast on a long history; refreshes with
+    nothing new read no rollups)."""
     return current_app.extensions[DAY_CACHE_KEY]  # type: ignore[no-any-return]
 
 
 def warm_day_cache(app: Flask, tz: str) -> None:
-    """Fill the app's cache of finished days for `tz` (the first All Time view is then fast).
+    """Fill the app's day cache for `tz` (the first All Time view is then fast).
 
     Meant for a background thread at start-up; a failure only costs the first view its speed.
     """
