@@ -143,9 +143,15 @@ class Prepared:
         self.call.remember = endpoint.remember
 
 
-def _rejected_stream_options(exc: BaseException) -> bool:
+def _retry_without_usage(telemetry: Telemetry, prepared: Prepared, exc: BaseException) -> bool:
+    """True when the server refused the `stream_options` we added: the call is then sent once
+    more exactly as the user asked, and that server is never asked again."""
     status = getattr(exc, "status_code", None)
-    return status in (400, 422) and "stream_options" in str(exc)
+    if not (prepared.hide_usage and status in (400, 422) and "stream_options" in str(exc)):
+        return False
+    telemetry.rejects_stream_options.add(prepared.base_url)
+    prepared.hide_usage = False
+    return True
 
 
 def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) -> None:
@@ -271,10 +277,8 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]
             try:
                 result = wrapped(*args, **prepared.kwargs)
             except Exception as exc:
-                if not (prepared.hide_usage and _rejected_stream_options(exc)):
+                if not _retry_without_usage(telemetry, prepared, exc):
                     raise
-                telemetry.rejects_stream_options.add(prepared.base_url)
-                prepared.hide_usage = False
                 result = wrapped(*args, **kwargs)  # once more, exactly as the user asked
         except BaseException as exc:
             _failed(telemetry, prepared, exc)
@@ -296,10 +300,8 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any
             try:
                 result = await wrapped(*args, **prepared.kwargs)
             except Exception as exc:
-                if not (prepared.hide_usage and _rejected_stream_options(exc)):
+                if not _retry_without_usage(telemetry, prepared, exc):
                     raise
-                telemetry.rejects_stream_options.add(prepared.base_url)
-                prepared.hide_usage = False
                 result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             _failed(telemetry, prepared, exc)

@@ -1,8 +1,8 @@
 """The database: URL resolution, engines (SQLite pragmas or PostgreSQL), migrations, the writer.
 
-`Store.write(records)` is idempotent on (start_ns, trace_id, span_id), i.e. on the span (its start
-time never changes on redelivery): a record already stored changes
-nothing, so retries after a crash or a duplicate delivery never double-count.
+`Store.write(records)` is idempotent on (start_ns, trace_id, span_id), i.e. on the span (its
+start time never changes on redelivery): a record already stored changes nothing, so retries
+after a crash or a duplicate delivery never double-count.
 """
 
 from __future__ import annotations

@@ -73,10 +73,10 @@ class DayCache:
         today: date,
         day_start: Callable[[date], int],
     ) -> CacheView:
-        """This cache as one request sees it: the generations of its days up to today are read
-        once here, and both its cells and its conversation count are checked against them."""
-        known = [d for d in days if d <= today]
-        return CacheView(self, zone_key, today, day_start, _signatures(conn, known, day_start))
+        """This cache as one request sees it: the generations of its days (a window's, which
+        end at `today`) are read once here, and both its cells and its conversation count are
+        checked against them."""
+        return CacheView(self, zone_key, today, day_start, _signatures(conn, days, day_start))
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,17 @@ class CacheView:
     today: date
     day_start: Callable[[date], int]
     signatures: Mapping[date, tuple[int, ...]]
-    """Generations of the UTC days each local day up to today overlaps."""
+    """Generations of the UTC days each local day of the view overlaps."""
 
     def cells(
         self, days: Sequence[date], read: Callable[[int, int], Mapping[tuple[date, str], Sums]]
     ) -> dict[tuple[date, str], Sums]:
-        """Sums per (day, model) for `days`: from the cache where still valid, the rest (and
-        any day after today) through `read(lo, hi)`, which returns them for [lo, hi)."""
-        cache, today, day_start = self.cache, self.today, self.day_start
-        known = [d for d in days if d <= today]
+        """Sums per (day, model) for `days` (the view's): from the cache where still valid, the
+        rest through `read(lo, hi)`, which returns them for [lo, hi)."""
+        cache, day_start = self.cache, self.day_start
         out: dict[tuple[date, str], Sums] = {}
         stale: list[date] = []
-        for day in known:
+        for day in days:
             cached = cache._get((self.zone_key, day), self.signatures[day])
             if cached is None:
                 stale.append(day)
@@ -113,11 +112,6 @@ class CacheView:
         for day, cells in fresh.items():
             cache._put((self.zone_key, day), self.signatures[day], cells)
             out.update({(day, model): sums for model, sums in cells.items()})
-        if days and days[-1] > today:
-            live = read(
-                day_start(today + timedelta(days=1)), day_start(days[-1] + timedelta(days=1))
-            )
-            out.update({key: sums for key, sums in live.items() if key[0] > today})
         return out
 
     def conversations(
@@ -129,12 +123,9 @@ class CacheView:
         today, day_start = self.today, self.day_start
         finished = [d for d in days if d < today]
         today_ids: frozenset[str] = frozenset()
-        if days and days[-1] >= today:
-            end = day_start(days[-1] + timedelta(days=1))
-            if today in self.signatures:
-                today_ids = self._ids([today], lambda: read_ids(day_start(today), end))
-            else:  # (not a day this view knows: read it)
-                today_ids = frozenset(read_ids(day_start(today), end))
+        if today in days:
+            tomorrow = day_start(today + timedelta(days=1))
+            today_ids = self._ids([today], lambda: read_ids(day_start(today), tomorrow))
         if not finished:
             return len(today_ids)
         ids = self._ids(finished, lambda: read_ids(day_start(finished[0]), day_start(today)))

@@ -98,6 +98,21 @@ def test_shutdown_stops_recording_and_calls_still_work(tmp_path: Path) -> None:
     assert count_calls(db) == 2 + 1
 
 
+def _terminate_when_ready(tmp_path: Path, script: Path, db: Path) -> tuple[int, str]:
+    """Run `script db`, send SIGTERM once it prints "ready"; (exit code, what it printed after)."""
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        return code, process.stdout.read()
+
+
 def test_sigterm_flushes_then_terminates(tmp_path: Path) -> None:
     db = tmp_path / "stats.db"
     script = _script(
@@ -111,16 +126,7 @@ def test_sigterm_flushes_then_terminates(tmp_path: Path) -> None:
         time.sleep(120)
         """,
     )
-    with subprocess.Popen(
-        [sys.executable, str(script), str(db)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(tmp_path),
-    ) as process:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
+    code, _ = _terminate_when_ready(tmp_path, script, db)
     assert code == -signal.SIGTERM  # the default termination behaviour is kept
     assert count_calls(db) == 4
 
@@ -142,17 +148,8 @@ def test_sigterm_chains_to_the_apps_own_handler(tmp_path: Path) -> None:
         time.sleep(120)
         """,
     )
-    with subprocess.Popen(
-        [sys.executable, str(script), str(db)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(tmp_path),
-    ) as process:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        assert process.stdout.read().strip() == "app handler"
+    code, rest = _terminate_when_ready(tmp_path, script, db)
+    assert rest.strip() == "app handler"
     assert code == 7
     assert count_calls(db) == 3
 
