@@ -55,6 +55,14 @@ CALL_COLUMNS = (
 )
 
 
+CALL_KEY = ("start_ns", "trace_id", "span_id")
+"""The unique key of `calls` (migration 0002): a span, indexed in time order."""
+
+
+def call_key(record: CallRecord) -> tuple[int, str, str]:
+    return (record.start_ns, record.trace_id, record.span_id)
+
+
 def call_values(r: CallRecord) -> tuple[Any, ...]:
     """The `calls` row of a record, in CALL_COLUMNS order (a tuple: the writer's hot path)."""
     return (
@@ -161,53 +169,63 @@ def _regroup(
 
 def fold(records: Iterable[CallRecord]) -> Deltas:
     """Fold new records into the additive deltas of rollups, conversations and totals."""
-    folded: dict[tuple[Any, ...], list[float]] = {}
+    # Per record only what differs between records is built (the sums' values, a histogram key
+    # per observation); sums are added column-wise per group at the end (C, not a Python loop).
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     histograms: defaultdict[tuple[Any, ...], int] = defaultdict(int)
     conversations: set[tuple[int, str]] = set()
     duration_bounds, token_bounds = semconv.DURATION_BUCKETS, semconv.TOKEN_USAGE_BUCKETS
     for r in records:
-        bucket, model, error_type = bucket_of(r.start_ns), r.model, r.error_type or ""
-        latency, tps, duration = r.latency_s, r.tokens_per_second, r.duration_s
+        start_s = r.start_ns // 1_000_000_000
+        bucket = start_s - start_s % BUCKET_SECONDS
+        ok, streaming = r.outcome == "ok", r.streaming
+        elapsed = r.end_ns - r.start_ns
+        duration = elapsed / 1e9 if elapsed > 0 else 0.0
+        ttfc = r.time_to_first_chunk_s if streaming else None
+        latency = (ttfc if streaming else duration) if ok else None
+        tps = r.tokens_per_second if ok else None
         input_tokens, output_tokens, source = r.input_tokens, r.output_tokens, r.tokens_source
-        ttfc = r.time_to_first_chunk_s if r.streaming else None
+        key = (bucket, r.model, r.provider, r.operation, r.outcome, r.error_type or "")
         values = (
             1,
             input_tokens or 0,
             output_tokens or 0,
             r.cached_input_tokens or 0,
             r.reasoning_tokens or 0,
-            int(source == "counted"),
-            int(source == "none"),
+            1 if source == "counted" else 0,
+            1 if source == "none" else 0,
             duration,
             latency or 0.0,
-            int(latency is not None),
+            0 if latency is None else 1,
             tps or 0.0,
-            int(tps is not None),
+            0 if tps is None else 1,
             ttfc or 0.0,
-            int(ttfc is not None),
-            int(input_tokens is not None),
-            int(output_tokens is not None),
+            0 if ttfc is None else 1,
+            0 if input_tokens is None else 1,
+            0 if output_tokens is None else 1,
         )
-        key = (bucket, model, r.provider, r.operation, r.outcome, error_type)
-        sums = folded.get(key)
-        if sums is None:
-            folded[key] = list(values)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [values]
         else:
-            for i, value in enumerate(values):
-                sums[i] += value
-        labels = (r.operation, r.provider, model, r.outcome, error_type)
-        observed = [("duration", bisect_left(duration_bounds, duration))]
+            group.append(values)
+        histograms[key, "duration", bisect_left(duration_bounds, duration)] += 1
         if ttfc is not None:
-            observed.append(("ttfc", bisect_left(duration_bounds, ttfc)))
+            histograms[key, "ttfc", bisect_left(duration_bounds, ttfc)] += 1
         if input_tokens is not None:
-            observed.append(("input_tokens", bisect_left(token_bounds, input_tokens)))
+            histograms[key, "input_tokens", bisect_left(token_bounds, input_tokens)] += 1
         if output_tokens is not None:
-            observed.append(("output_tokens", bisect_left(token_bounds, output_tokens)))
-        for metric, index in observed:
-            slot = (*labels, metric, index)
-            histograms[slot] += 1
+            histograms[key, "output_tokens", bisect_left(token_bounds, output_tokens)] += 1
         if r.conversation_id:
             conversations.add((bucket, r.conversation_id))
+    folded = {
+        key: list(rows[0]) if len(rows) == 1 else [sum(c) for c in zip(*rows, strict=True)]
+        for key, rows in groups.items()
+    }
+    by_labels: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+    for (key, metric, index), count in histograms.items():
+        # labels: operation, provider, model, outcome, error_type (the bucket is not a label)
+        by_labels[key[3], key[2], key[1], key[4], key[5], metric, index] += count
     first_seen: dict[str, int] = {}
     for b, c in sorted(conversations):
         first_seen.setdefault(c, b)
@@ -224,6 +242,6 @@ def fold(records: Iterable[CallRecord]) -> Deltas:
         ),
         histograms=[
             dict(zip(HISTOGRAM_KEYS, key, strict=True)) | {"count": count}
-            for key, count in histograms.items()
+            for key, count in by_labels.items()
         ],
     )

@@ -2,7 +2,9 @@
 
 `Store.write(records)` is idempotent on (start_ns, trace_id, span_id), i.e. on the span (its
 start time never changes on redelivery): a record already stored changes nothing, so retries
-after a crash or a duplicate delivery never double-count.
+after a crash or a duplicate delivery never double-count. On SQLite the batch runs on the driver's
+own connection (`_sqlite_write`); on PostgreSQL through SQLAlchemy Core; both add the same
+derived rows (`_additive`), in the same order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from . import _deltas
+from . import _deltas, _sqlite_write
 from .config import default_db_path
 from .errors import ConfigError, StorageError
 from .models import (
@@ -40,21 +42,11 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 _PG_MIGRATION_LOCK = 0x6F74_6C73  # "otls": serialises concurrent migrate() calls on PostgreSQL
 _WRITE_OPTION = "otelstats_write"
-_CALL_KEY = ("start_ns", "trace_id", "span_id")
-"""The unique key of `calls` (migration 0002): a span, indexed in time order."""
 _PG_INSERT_CALLS = (
     f"INSERT INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
     f"VALUES ({', '.join(['%s'] * len(_deltas.CALL_COLUMNS))}) "
-    f"ON CONFLICT ({', '.join(_CALL_KEY)}) DO NOTHING"
+    f"ON CONFLICT ({', '.join(_deltas.CALL_KEY)}) DO NOTHING"
 )
-_SQLITE_INSERT_CALLS = (
-    f"INSERT OR IGNORE INTO calls ({', '.join(_deltas.CALL_COLUMNS)}) "  # noqa: S608 (fixed column names)
-    f"VALUES ({', '.join('?' * len(_deltas.CALL_COLUMNS))})"
-)
-
-
-def _key(record: CallRecord) -> tuple[int, str, str]:
-    return (record.start_ns, record.trace_id, record.span_id)
 
 
 def resolve_url(db: str | Path | None) -> sa.URL:
@@ -141,9 +133,12 @@ def _insert(engine_or_conn: Engine | Connection, table: sa.Table) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def _upsert_statement(dialect: str, table: sa.Table, sums: tuple[str, ...]) -> Any:
-    """INSERT … ON CONFLICT (primary key) DO UPDATE SET sum = sum + excluded.sum, built once."""
+    """INSERT … ON CONFLICT (primary key) DO UPDATE SET sum = sum + excluded.sum (DO NOTHING
+    without sums), built once."""
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     keys = [c.name for c in table.primary_key.columns]
+    if not sums:
+        return stmt.on_conflict_do_nothing(index_elements=keys)
     return stmt.on_conflict_do_update(
         index_elements=keys, set_={name: table.c[name] + stmt.excluded[name] for name in sums}
     )
@@ -210,79 +205,44 @@ class Store:
 
     def write(self, records: Sequence[CallRecord]) -> int:
         """Persist records and their rollups in one transaction; returns how many were new."""
-        unique = list({_key(r): r for r in records}.values())
+        unique = list({(r.start_ns, r.trace_id, r.span_id): r for r in records}.values())
         if not unique:
             return 0
+        if self.engine.dialect.name == "sqlite":
+            return len(_sqlite_write.write(self.engine, unique, _add_derived_sqlite))
         with self.writer() as conn, conn.begin():
             new = self._insert_new_calls(conn, unique)
-            self._write_rollups(conn, new)
+            if new:
+                _add_derived(conn, _deltas.fold(new))
         return len(new)
 
-    def _insert_new_calls(self, conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
-        """Insert the records not stored yet; return exactly those (so rollups count them once)."""
-        # The common case has no duplicates: insert them all, skipping conflicts, and check the
-        # count; only when some were already stored, undo and find out which are new. Raw
-        # executemany is several times faster than INSERT … RETURNING row by row.
-        sqlite = conn.dialect.name == "sqlite"
+    @staticmethod
+    def _insert_new_calls(conn: Connection, records: list[CallRecord]) -> list[CallRecord]:
+        """PostgreSQL: insert the records not stored yet; return exactly those (so rollups
+        count them once). Writers do not serialise: the unique index says which rows were new.
+        Raw executemany is several times faster than INSERT … RETURNING row by row, so that
+        runs only when some of the records were stored already."""
         values = [_deltas.call_values(r) for r in records]
         savepoint = conn.begin_nested()
-        result = conn.exec_driver_sql(_SQLITE_INSERT_CALLS if sqlite else _PG_INSERT_CALLS, values)
+        result = conn.exec_driver_sql(_PG_INSERT_CALLS, values)
         if result.rowcount == len(records):
             savepoint.commit()
             return records
         savepoint.rollback()
-        if sqlite:
-            # BEGIN IMMEDIATE holds the write lock: what the SELECT sees cannot change before
-            # the INSERT.
-            stored = self._stored_ids(conn, records)
-            new = [r for r in records if _key(r) not in stored]
-            if new:
-                conn.exec_driver_sql(_SQLITE_INSERT_CALLS, [_deltas.call_values(r) for r in new])
-            return new
-        # PostgreSQL writers do not serialise: let the unique index say which rows were new.
         calls: sa.Table = Call.__table__  # type: ignore[assignment]
+        key = _deltas.CALL_KEY
         stmt = (
             _insert(conn, calls)
-            .on_conflict_do_nothing(index_elements=list(_CALL_KEY))
-            .returning(*(calls.c[name] for name in _CALL_KEY))
+            .on_conflict_do_nothing(index_elements=list(key))
+            .returning(*(calls.c[name] for name in key))
         )
         rows = [_deltas.call_row(r) for r in records]
         inserted = {tuple(row) for row in conn.execute(stmt, rows)}
-        return [r for r in records if _key(r) in inserted]
-
-    @staticmethod
-    def _stored_ids(conn: Connection, records: list[CallRecord]) -> set[tuple[int, str, str]]:
-        calls: sa.Table = Call.__table__  # type: ignore[assignment]
-        # start_ns leads the unique index, so this is an index lookup, not a scan.
-        starts = sorted({r.start_ns for r in records})
-        columns = [calls.c[name] for name in _CALL_KEY]
-        stored: set[tuple[int, str, str]] = set()
-        for i in range(0, len(starts), 500):  # stay under SQLite's bound-parameter limit
-            query = sa.select(*columns).where(calls.c.start_ns.in_(starts[i : i + 500]))
-            stored.update((row[0], row[1], row[2]) for row in conn.execute(query))
-        return stored
+        return [r for r in records if _deltas.call_key(r) in inserted]
 
     def writer(self) -> Connection:
         """A connection whose transactions take the SQLite write lock at BEGIN."""
         return self.engine.connect().execution_options(**{_WRITE_OPTION: True})
-
-    def _write_rollups(self, conn: Connection, new: list[CallRecord]) -> None:
-        if not new:
-            return
-        deltas = _deltas.fold(new)
-        _upsert_add(conn, Rollup.__table__, deltas.rollups, _deltas.ROLLUP_SUMS)  # type: ignore[arg-type]
-        if deltas.conversations:
-            conn.execute(
-                _insert(conn, ConversationBucket.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
-                deltas.conversations,
-            )
-        new_conversations = self._insert_conversations(conn, deltas.first_seen)
-        if new_conversations:
-            counter = {"name": "conversations", "value": new_conversations}
-            _upsert_add(conn, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
-        _upsert_add(conn, DayGeneration.__table__, deltas.days, ("generation",))  # type: ignore[arg-type]
-        _upsert_add(conn, MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS)  # type: ignore[arg-type]
-        _upsert_add(conn, MetricHistogram.__table__, deltas.histograms, ("count",))  # type: ignore[arg-type]
 
     def add_to_counter(self, name: str, value: int) -> None:
         """Add `value` to the named all-time counter (e.g. `dropped_records`)."""
@@ -296,21 +256,49 @@ class Store:
         with self.engine.connect() as conn:
             return {str(row.name): int(row.value) for row in conn.execute(sa.select(table))}
 
-    @staticmethod
-    def _insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> int:
-        """Insert conversation ids not seen before; return how many were new."""
-        if not rows:
-            return 0
-        if conn.dialect.name == "sqlite":
-            # Under the write lock; sqlite3 sums the rows each execution really inserted.
-            result = conn.exec_driver_sql(
-                "INSERT OR IGNORE INTO conversations (conversation_id, first_bucket) VALUES (?, ?)",
-                [(row["conversation_id"], row["first_bucket"]) for row in rows],
-            )
-            return int(result.rowcount)
-        table: sa.Table = Conversation.__table__  # type: ignore[assignment]
-        stmt = _insert(conn, table).on_conflict_do_nothing().returning(table.c.conversation_id)
-        return len(conn.execute(stmt, rows).all())
-
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _additive(
+    deltas: _deltas.Deltas,
+) -> list[tuple[sa.Table, list[dict[str, Any]], tuple[str, ...]]]:
+    """The derived tables a batch adds to, with the columns summed on conflict (none: insert if
+    absent), in the one order every writer follows."""
+    return [
+        (Rollup.__table__, deltas.rollups, _deltas.ROLLUP_SUMS),  # type: ignore[list-item]
+        (ConversationBucket.__table__, deltas.conversations, ()),  # type: ignore[list-item]
+        (DayGeneration.__table__, deltas.days, ("generation",)),  # type: ignore[list-item]
+        (MetricTotal.__table__, deltas.totals, _deltas.TOTAL_SUMS),  # type: ignore[list-item]
+        (MetricHistogram.__table__, deltas.histograms, ("count",)),  # type: ignore[list-item]
+    ]
+
+
+def _add_derived(conn: Connection, deltas: _deltas.Deltas) -> None:
+    """Through SQLAlchemy (PostgreSQL): rollups, totals, histograms, then new conversations."""
+    for table, rows, sums in _additive(deltas):
+        _upsert_add(conn, table, rows, sums)
+    if deltas.first_seen:
+        conversations: sa.Table = Conversation.__table__  # type: ignore[assignment]
+        stmt = (
+            _insert(conn, conversations)
+            .on_conflict_do_nothing()
+            .returning(conversations.c.conversation_id)
+        )
+        new_conversations = len(conn.execute(stmt, deltas.first_seen).all())
+        if new_conversations:
+            counter = {"name": "conversations", "value": new_conversations}
+            _upsert_add(conn, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
+
+
+def _add_derived_sqlite(cursor: Any, new: list[CallRecord]) -> None:
+    """The same on SQLite's own cursor, under the write lock (see `_sqlite_write`)."""
+    deltas = _deltas.fold(new)
+    for table, rows, sums in _additive(deltas):
+        _sqlite_write.upsert(cursor, table, rows, sums)
+    # Under the write lock; sqlite3 sums the rows each execution really inserted.
+    conversations: sa.Table = Conversation.__table__  # type: ignore[assignment]
+    new_conversations = _sqlite_write.upsert(cursor, conversations, deltas.first_seen, ())
+    if new_conversations:
+        counter = {"name": "conversations", "value": new_conversations}
+        _sqlite_write.upsert(cursor, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]

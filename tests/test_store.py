@@ -133,6 +133,47 @@ def test_same_span_id_in_another_trace_is_another_call(store: Store) -> None:
     assert store.write([a, b]) == 2
 
 
+_REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON metric_histograms "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON metric_histograms "
+        "FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+
+
+def test_a_write_failing_midway_stores_nothing_and_raises_one_error_type(store: Store) -> None:
+    """The database refuses the batch's last statement: the calls and rollups written before it
+    are rolled back, the error is SQLAlchemy's whichever backend (what the receivers and the
+    exporter catch), and the connection is fit for the next write."""
+    batch = [record(B), record(B + timedelta(minutes=20), conversation_id="c-1")]
+    with store.engine.begin() as conn:
+        for statement in _REFUSE[store.engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+    with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+        store.write(batch)
+    derived = ("calls", "rollups", "metric_totals", "day_generations", "conversations", "counters")
+    with store.engine.connect() as conn:
+        assert [conn.scalar(sa.text(f"SELECT COUNT(*) FROM {t}")) for t in derived] == [0] * 6
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER refuse ON metric_histograms"
+            if store.engine.dialect.name == "postgresql"
+            else "DROP TRIGGER refuse"
+        )
+    assert store.write(batch) == 2
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT SUM(requests) FROM rollups")) == 2
+        assert conn.scalar(sa.text("SELECT SUM(count) FROM metric_histograms")) > 0
+        assert conn.scalar(sa.text("SELECT value FROM counters WHERE name = 'conversations'")) == 1
+
+
 # --- rows equal what the records imply --------------------------------------------------------
 
 
