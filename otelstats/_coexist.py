@@ -46,9 +46,11 @@ def _mark(span: Span, ours: Span | None) -> None:
     span.set_attribute(semconv.OTELSTATS_DUPLICATE_OF, format(span_id, "016x"))
 
 
-def mark_parent(ours: Span) -> None:
-    """Called as our span starts: the current span, if another tool's span of this same call."""
-    parent = trace.get_current_span()
+def mark_parent(ours: Span, parent: Span | None = None) -> None:
+    """Called as our span starts: mark the current span (`parent`, when the caller has it
+    already), if it is another tool's span of this same call."""
+    if parent is None:
+        parent = trace.get_current_span()
     if parent is not ours and parent.is_recording() and _is_inference(parent):
         _mark(parent, ours)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import wrapt
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, get_current_span
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
@@ -92,13 +92,18 @@ class Prepared:
         model = model if isinstance(model, str) else None
         host, port, self.base_url = _server(telemetry, instance)
         headers = kwargs.get("extra_headers")
-        self.raw = isinstance(headers, Mapping) and bool(headers.get(RAW_RESPONSE_HEADER))
+        self.raw = (  # `is not None` first: an ABC check costs more than the rest of this line
+            headers is not None
+            and isinstance(headers, Mapping)
+            and bool(headers.get(RAW_RESPONSE_HEADER))
+        )
         self.stream = kwargs.get("stream") is True
         attrs: dict[str, Any] = {
             semconv.OPERATION_NAME: endpoint.operation,
             semconv.PROVIDER_NAME: semconv.PROVIDER_OPENAI,
-            semconv.REQUEST_STREAM: self.stream,
         }
+        if self.stream:  # absent reads as not streamed (one attribute less per call)
+            attrs[semconv.REQUEST_STREAM] = True
         if model:
             attrs[semconv.REQUEST_MODEL] = model
         if host:
@@ -108,9 +113,10 @@ class Prepared:
         n = kwargs.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n != 1:
             attrs[semconv.REQUEST_CHOICE_COUNT] = n
+        current = get_current_span()
         if endpoint is not EMBEDDINGS:
             remembered = telemetry.response_conversations if endpoint.remember else None
-            conv = resolve_conversation(kwargs, options.conversation_salt, remembered)
+            conv = resolve_conversation(kwargs, options.conversation_salt, remembered, current)
             if conv:
                 attrs[semconv.CONVERSATION_ID] = conv
         if options.capture_content:
@@ -139,7 +145,7 @@ class Prepared:
             ):
                 self.kwargs = {**kwargs, "stream_options": {**requested, "include_usage": True}}
                 self.hide_usage = True
-        self.call: Call = telemetry.start(endpoint.operation, model, attrs)
+        self.call: Call = telemetry.start(endpoint.operation, model, attrs, current)
         self.call.remember = endpoint.remember
 
 

@@ -98,10 +98,14 @@ class Telemetry:
         if len(remembered) > MAX_REMEMBERED_RESPONSES:
             remembered.popitem(last=False)
 
-    def start(self, operation: str, model: str | None, attributes: dict[str, Any]) -> Call:
+    def start(
+        self, operation: str, model: str | None, attributes: dict[str, Any], parent: Span
+    ) -> Call:
+        """Start the span of one call; `parent` is the current span (maybe another tool's span
+        of this same call, see `_coexist`)."""
         name = f"{operation} {model}" if model else operation
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        mark_parent(span)
+        mark_parent(span, parent)
         return Call(self, span, operation, attributes)
 
 
@@ -140,8 +144,8 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         reasoning = _int(getattr(details, "reasoning_tokens", None))
         if reasoning is not None:
             attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
-    if attrs:
-        attrs[semconv.OTELSTATS_TOKENS_SOURCE] = "reported"
+    # Reported is what `span_to_record` assumes of counts without an `otelstats.usage.source`:
+    # only counted tokens and calls without any are marked (one attribute less per call).
     return attrs
 
 
@@ -209,7 +213,8 @@ class Call:
     ) -> None:
         duration = time.perf_counter() - self.start
         span = self.span
-        attributes[semconv.OTELSTATS_OUTCOME] = outcome
+        if outcome != "ok":  # ok is what `span_to_record` reads from a span without one
+            attributes[semconv.OTELSTATS_OUTCOME] = outcome
         if first_chunk_s is not None:
             attributes[semconv.RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_s
         if error is not None and semconv.ERROR_TYPE not in attributes:
@@ -238,7 +243,7 @@ class Call:
         telemetry.duration.record(duration, labels)
         if outcome == "error":
             return
-        if attributes.get(semconv.OTELSTATS_TOKENS_SOURCE) == "reported":
+        if semconv.OTELSTATS_TOKENS_SOURCE not in attributes:  # reported, not counted
             for key, kind in (
                 (semconv.USAGE_INPUT_TOKENS, semconv.TOKEN_TYPE_INPUT),
                 (semconv.USAGE_OUTPUT_TOKENS, semconv.TOKEN_TYPE_OUTPUT),

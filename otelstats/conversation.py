@@ -7,6 +7,7 @@ secret salt (per database or per install); message content itself is never store
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import baggage, trace
+from opentelemetry.trace import Span
 
 from . import semconv
 
@@ -39,12 +41,15 @@ def current_conversation() -> str | None:
     return _CONVERSATION.get()
 
 
-def app_conversation() -> str | None:
-    """An id the application set itself: OTel baggage, or on the current (SDK) span."""
+def app_conversation(current: Span | None = None) -> str | None:
+    """An id the application set itself: OTel baggage, or on the current (SDK) span (`current`,
+    when the caller has it already)."""
     value = baggage.get_baggage(semconv.CONVERSATION_ID)
     if isinstance(value, str) and value:
         return value
-    attrs = getattr(trace.get_current_span(), "attributes", None)
+    if current is None:
+        current = trace.get_current_span()
+    attrs = getattr(current, "attributes", None)
     if isinstance(attrs, Mapping):
         value = attrs.get(semconv.CONVERSATION_ID)
         if isinstance(value, str) and value:
@@ -135,31 +140,42 @@ def fingerprint(messages: Any, salt: bytes) -> str | None:
         if opening is None:
             return None
         text = _canonical(opening)
-    data = text.encode("utf-8", "replace")
-    # Keyed BLAKE2b is a MAC (as HMAC-SHA256 would be) at half the cost; keys are <= 64 bytes.
-    digest = hashlib.blake2b(data, key=salt[:64], digest_size=16).hexdigest()
+    hasher = _keyed(salt).copy()
+    hasher.update(text.encode("utf-8", "replace"))
+    digest: str = hasher.hexdigest()
     return FINGERPRINT_PREFIX + digest
 
 
+@functools.lru_cache(maxsize=4)
+def _keyed(salt: bytes) -> hashlib.blake2b:
+    """Keyed BLAKE2b, a MAC (as HMAC-SHA256 would be) at half the cost; keys are <= 64 bytes.
+    Keyed once per salt: a copy of the keyed state costs half of keying it anew per call."""
+    return hashlib.blake2b(key=salt[:64], digest_size=16)
+
+
 def resolve(
-    kwargs: Mapping[str, Any], salt: bytes, remembered: Mapping[str, str] | None = None
+    kwargs: Mapping[str, Any],
+    salt: bytes,
+    remembered: Mapping[str, str] | None = None,
+    current: Span | None = None,
 ) -> str | None:
     """The conversation id of a call, by precedence: explicit, app-set, Responses chain,
-    fingerprint."""
+    fingerprint. `current` is the current span, when the caller has it already."""
     explicit = _CONVERSATION.get()
     if explicit is not None:
         return explicit
-    app = app_conversation()
+    app = app_conversation(current)
     if app is not None:
         return app
     conv = kwargs.get("conversation")
-    if isinstance(conv, str) and conv:
-        return conv
-    conv_id = conv.get("id") if isinstance(conv, Mapping) else None
-    if isinstance(conv_id, str) and conv_id:
-        return conv_id
+    if conv is not None:  # chat calls: no ABC checks on what is absent
+        if isinstance(conv, str) and conv:
+            return conv
+        conv_id = conv.get("id") if isinstance(conv, Mapping) else None
+        if isinstance(conv_id, str) and conv_id:
+            return conv_id
     previous = kwargs.get("previous_response_id")
-    if isinstance(previous, str) and previous:
+    if previous is not None and isinstance(previous, str) and previous:
         if remembered is not None and previous in remembered:
             return remembered[previous]
         return previous
