@@ -161,13 +161,10 @@ def _check_metrics(client: FlaskClient, record: CallRecord) -> None:
     assert models == {record.model}  # escaped on the way out, parsed back to the same text
 
 
-def _check_page(client: FlaskClient, record: CallRecord) -> None:
+def _page(client: FlaskClient) -> str:
     response = client.get("/")
     assert response.status_code == 200
-    html = response.data.decode("utf-8")
-    for text in (record.model, record.error_type, record.conversation_id):
-        if text and re.search(r"[<>\"'&]", text):
-            assert text not in html  # the page is a shell: server strings never enter it
+    return response.data.decode("utf-8")
 
 
 @settings(
@@ -189,15 +186,17 @@ def test_hostile_strings_reach_every_sink_intact_and_harmless(
     shutil.copyfile(template_db, db)
     store = Store.open(db, migrate=False)
     try:
+        client = create_app({"TESTING": True}, settings=Settings(), store=store).test_client()
+        empty_page = _page(client)
         assert store.write([record]) == 1
         with store.engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT model, error_type FROM calls")).one()
         assert tuple(stored) == (record.model, record.error_type)
-        client = create_app({"TESTING": True}, settings=Settings(), store=store).test_client()
         _check_json(client, record)
         _check_csv(client, record)
         _check_metrics(client, record)
-        _check_page(client, record)
+        # The page is a shell: no server string ever enters it, however short or hostile.
+        assert _page(client) == empty_page
     finally:
         store.dispose()
         shutil.rmtree(db.parent)
