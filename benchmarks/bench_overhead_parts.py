@@ -14,7 +14,14 @@ bench_overhead does):
   full-nowrite  + BatchSpanProcessor -> StatsSpanExporter, Store.write skipped: the mapping
   full          + Store.write into SQLite: everything a user pays
   openai-v2     opentelemetry-instrumentation-openai-v2 with SDK metrics, exporting the same way
-Run-to-run spread is about ±5 % of the instrumented part.
+Run-to-run spread is about ±5 % of the instrumented part at 200 calls, ±2 % at 1 000.
+
+A third argument, `stream_short` or `stream_long`, makes every call a stream of 10 or 210 chunks
+(the caller asks for usage, as in bench_overhead). The cost per chunk is then the slope:
+
+    (total(MODE, N, stream_long) - total(MODE, N, stream_short)) / (N * 200)
+
+and a setup's added cost per chunk is its slope minus the bare SDK's.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_overhead import MESSAGES, make_clients
+from benchmarks.bench_overhead import block, make_clients
 
 MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
+KINDS = ("non_stream", "stream_short", "stream_long")
 
 
 def setup(mode: str, db: Path) -> Any:
@@ -71,15 +79,20 @@ def main(argv: list[str]) -> int:
     if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
         args = ["full", "5"]
     mode, calls = (args[0] if args else "full"), int(args[1]) if len(args) > 1 else 200
-    if mode not in MODES:
-        print(f"mode must be one of {', '.join(MODES)}", file=sys.stderr)
+    kind = args[2] if len(args) > 2 else "non_stream"
+    if mode not in MODES or kind not in KINDS:
+        print(f"usage: MODE N [KIND]; MODE one of {', '.join(MODES)}; KIND one of "
+              f"{', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
         return 2
-    sync, _ = make_clients()
+    sync, async_ = make_clients()
     cpu = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         provider = setup(mode, Path(tmp) / "parts.db")
+        # Warm-up calls are short streams for either stream kind: the two kinds' runs then
+        # differ by exactly calls * 200 chunks.
+        warm_up = "stream_short" if kind.startswith("stream") else kind
         for i in range(100 + calls):
-            sync.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+            block(kind if i >= 100 else warm_up, sync, async_, 1)
             if provider is not None and i % 100 == 99:
                 provider.force_flush()
         if provider is not None:
