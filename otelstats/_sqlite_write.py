@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +46,9 @@ def upsert_sql(table: sa.Table, columns: tuple[str, ...], sums: tuple[str, ...])
     return insert + "UPDATE SET " + ", ".join(f"{s} = {s} + excluded.{s}" for s in sums)
 
 
-def upsert(cursor: Any, table: sa.Table, rows: list[dict[str, Any]], sums: tuple[str, ...]) -> int:
+def upsert(
+    cursor: sqlite3.Cursor, table: sa.Table, rows: list[dict[str, Any]], sums: tuple[str, ...]
+) -> int:
     """Add `rows` into `table`; returns how many rows were inserted or updated."""
     if not rows:
         return 0
@@ -55,7 +57,11 @@ def upsert(cursor: Any, table: sa.Table, rows: list[dict[str, Any]], sums: tuple
     return int(cursor.rowcount)
 
 
-def write(engine: Engine, records: Sequence[CallRecord], apply: Any) -> list[CallRecord]:
+def write(
+    engine: Engine,
+    records: Sequence[CallRecord],
+    apply: Callable[[sqlite3.Cursor, list[CallRecord]], None],
+) -> list[CallRecord]:
     """Insert the records not stored yet and call `apply(cursor, new)` in the same transaction;
     returns the new records. `apply` adds the derived rows (see `Store.write`)."""
     raw = engine.raw_connection()

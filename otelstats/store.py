@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -291,7 +292,7 @@ def _add_derived(conn: Connection, deltas: _deltas.Deltas) -> None:
             _upsert_add(conn, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
 
 
-def _add_derived_sqlite(cursor: Any, new: list[CallRecord]) -> None:
+def _add_derived_sqlite(cursor: sqlite3.Cursor, new: list[CallRecord]) -> None:
     """The same on SQLite's own cursor, under the write lock (see `_sqlite_write`)."""
     deltas = _deltas.fold(new)
     for table, rows, sums in _additive(deltas):
