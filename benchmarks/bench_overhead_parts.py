@@ -77,7 +77,7 @@ def setup(mode: str, db: Path) -> Any:
 def main(argv: list[str]) -> int:
     args = [a for a in argv if a != "--quick"]
     if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
-        args = ["full", "5"]
+        args = ["full", "5", "stream_long"]  # both stream lengths (warm-up: short ones)
     mode, calls = (args[0] if args else "full"), int(args[1]) if len(args) > 1 else 200
     kind = args[2] if len(args) > 2 else "non_stream"
     if mode not in MODES or kind not in KINDS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from . import semconv
@@ -46,11 +45,9 @@ def _mark(span: Span, ours: Span | None) -> None:
     span.set_attribute(semconv.OTELSTATS_DUPLICATE_OF, format(span_id, "016x"))
 
 
-def mark_parent(ours: Span, parent: Span | None = None) -> None:
-    """Called as our span starts: mark the current span (`parent`, when the caller has it
-    already), if it is another tool's span of this same call."""
-    if parent is None:
-        parent = trace.get_current_span()
+def mark_parent(ours: Span, parent: Span) -> None:
+    """Called as our span starts with the current span, `parent`: mark it if it is another
+    tool's span of this same call."""
     if parent is not ours and parent.is_recording() and _is_inference(parent):
         _mark(parent, ours)
 

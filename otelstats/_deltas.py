@@ -176,14 +176,9 @@ def fold(records: Iterable[CallRecord]) -> Deltas:
     conversations: set[tuple[int, str]] = set()
     duration_bounds, token_bounds = semconv.DURATION_BUCKETS, semconv.TOKEN_USAGE_BUCKETS
     for r in records:
-        start_s = r.start_ns // 1_000_000_000
-        bucket = start_s - start_s % BUCKET_SECONDS
-        ok, streaming = r.outcome == "ok", r.streaming
-        elapsed = r.end_ns - r.start_ns
-        duration = elapsed / 1e9 if elapsed > 0 else 0.0
-        ttfc = r.time_to_first_chunk_s if streaming else None
-        latency = (ttfc if streaming else duration) if ok else None
-        tps = r.tokens_per_second if ok else None
+        bucket, duration, latency = bucket_of(r.start_ns), r.duration_s, r.latency_s
+        ttfc = r.time_to_first_chunk_s if r.streaming else None
+        tps = r.tokens_per_second
         input_tokens, output_tokens, source = r.input_tokens, r.output_tokens, r.tokens_source
         key = (bucket, r.model, r.provider, r.operation, r.outcome, r.error_type or "")
         values = (

@@ -2,9 +2,10 @@
 
 A batch is a dozen statements (the calls, then the additive upserts of `_deltas`). Through
 SQLAlchemy's execution layer each costs tens of microseconds before SQLite sees it, about 1 ms per
-batch: more than the rows of a hundred calls. Here the same statements, built once from the same
-tables, go to `sqlite3` directly. Its errors are re-raised as SQLAlchemy's (`DBAPIError.instance`),
-so callers handle one error type whichever database they write to.
+batch: more than the rows of a hundred calls. Here the same statements (the upserts compiled once
+from the ones PostgreSQL runs, see `store`) go to `sqlite3` directly. Its errors are re-raised as
+SQLAlchemy's (`DBAPIError.instance`), so callers handle one error type whichever database they
+write to.
 
 The connection comes from the engine's pool, so it was set up by `store.create_engine` (WAL,
 busy timeout, no implicit transactions); BEGIN IMMEDIATE takes the write lock up front.
@@ -12,12 +13,10 @@ busy timeout, no implicit transactions); BEGIN IMMEDIATE takes the write lock up
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -30,31 +29,6 @@ INSERT_CALLS = (
 )
 _SAVEPOINT = "otelstats_calls"
 _MAX_PARAMS = 500  # rows of ids per lookup, under SQLite's bound-parameter limit
-
-
-@functools.lru_cache(maxsize=32)
-def upsert_sql(table: sa.Table, columns: tuple[str, ...], sums: tuple[str, ...]) -> str:
-    """INSERT … ON CONFLICT (primary key) DO UPDATE SET sum = sum + excluded.sum; DO NOTHING
-    when there is nothing to add."""
-    keys = ", ".join(c.name for c in table.primary_key.columns)
-    insert = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from the models)
-        f"VALUES ({', '.join('?' * len(columns))}) ON CONFLICT ({keys}) DO "
-    )
-    if not sums:
-        return insert + "NOTHING"
-    return insert + "UPDATE SET " + ", ".join(f"{s} = {s} + excluded.{s}" for s in sums)
-
-
-def upsert(
-    cursor: sqlite3.Cursor, table: sa.Table, rows: list[dict[str, Any]], sums: tuple[str, ...]
-) -> int:
-    """Add `rows` into `table`; returns how many rows were inserted or updated."""
-    if not rows:
-        return 0
-    columns = tuple(rows[0])
-    cursor.executemany(upsert_sql(table, columns, sums), [tuple(r.values()) for r in rows])
-    return int(cursor.rowcount)
 
 
 def write(

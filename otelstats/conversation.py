@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage
 from opentelemetry.trace import Span
 
 from . import semconv
@@ -41,14 +41,11 @@ def current_conversation() -> str | None:
     return _CONVERSATION.get()
 
 
-def app_conversation(current: Span | None = None) -> str | None:
-    """An id the application set itself: OTel baggage, or on the current (SDK) span (`current`,
-    when the caller has it already)."""
+def app_conversation(current: Span) -> str | None:
+    """An id the application set itself: OTel baggage, or on the current (SDK) span."""
     value = baggage.get_baggage(semconv.CONVERSATION_ID)
     if isinstance(value, str) and value:
         return value
-    if current is None:
-        current = trace.get_current_span()
     attrs = getattr(current, "attributes", None)
     if isinstance(attrs, Mapping):
         value = attrs.get(semconv.CONVERSATION_ID)
@@ -156,11 +153,11 @@ def _keyed(salt: bytes) -> hashlib.blake2b:
 def resolve(
     kwargs: Mapping[str, Any],
     salt: bytes,
-    remembered: Mapping[str, str] | None = None,
-    current: Span | None = None,
+    remembered: Mapping[str, str] | None,
+    current: Span,
 ) -> str | None:
-    """The conversation id of a call, by precedence: explicit, app-set, Responses chain,
-    fingerprint. `current` is the current span, when the caller has it already."""
+    """The conversation id of a call, by precedence: explicit, app-set (baggage, or the current
+    span `current`), Responses chain, fingerprint."""
     explicit = _CONVERSATION.get()
     if explicit is not None:
         return explicit
@@ -175,7 +172,7 @@ def resolve(
         if isinstance(conv_id, str) and conv_id:
             return conv_id
     previous = kwargs.get("previous_response_id")
-    if previous is not None and isinstance(previous, str) and previous:
+    if isinstance(previous, str) and previous:
         if remembered is not None and previous in remembered:
             return remembered[previous]
         return previous

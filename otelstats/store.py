@@ -152,6 +152,28 @@ def _upsert_add(
         conn.execute(_upsert_statement(conn.dialect.name, table, sums), rows)
 
 
+@functools.lru_cache(maxsize=32)
+def _sqlite_upsert(
+    table: sa.Table, columns: tuple[str, ...], sums: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """`_upsert_statement` compiled once for SQLite and these columns: (SQL, parameter order)."""
+    compiled = _upsert_statement("sqlite", table, sums).compile(
+        dialect=sqlite.dialect(), column_keys=list(columns)
+    )
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
+def _upsert_add_sqlite(
+    cursor: sqlite3.Cursor, table: sa.Table, rows: list[dict[str, Any]], sums: tuple[str, ...]
+) -> int:
+    """`_upsert_add` on SQLite's own cursor; returns how many rows were inserted or updated."""
+    if not rows:
+        return 0
+    sql, names = _sqlite_upsert(table, tuple(rows[0]), sums)
+    cursor.executemany(sql, [tuple(row[name] for name in names) for row in rows])
+    return int(cursor.rowcount)
+
+
 class Store:
     """One database: its engine, its schema and the only writer of its rows."""
 
@@ -206,7 +228,7 @@ class Store:
 
     def write(self, records: Sequence[CallRecord]) -> int:
         """Persist records and their rollups in one transaction; returns how many were new."""
-        unique = list({(r.start_ns, r.trace_id, r.span_id): r for r in records}.values())
+        unique = list({_deltas.call_key(r): r for r in records}.values())
         if not unique:
             return 0
         if self.engine.dialect.name == "sqlite":
@@ -296,10 +318,10 @@ def _add_derived_sqlite(cursor: sqlite3.Cursor, new: list[CallRecord]) -> None:
     """The same on SQLite's own cursor, under the write lock (see `_sqlite_write`)."""
     deltas = _deltas.fold(new)
     for table, rows, sums in _additive(deltas):
-        _sqlite_write.upsert(cursor, table, rows, sums)
+        _upsert_add_sqlite(cursor, table, rows, sums)
     # Under the write lock; sqlite3 sums the rows each execution really inserted.
     conversations: sa.Table = Conversation.__table__  # type: ignore[assignment]
-    new_conversations = _sqlite_write.upsert(cursor, conversations, deltas.first_seen, ())
+    new_conversations = _upsert_add_sqlite(cursor, conversations, deltas.first_seen, ())
     if new_conversations:
         counter = {"name": "conversations", "value": new_conversations}
-        _sqlite_write.upsert(cursor, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
+        _upsert_add_sqlite(cursor, Counter.__table__, [counter], ("value",))  # type: ignore[arg-type]
