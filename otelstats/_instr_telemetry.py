@@ -79,10 +79,12 @@ class Telemetry:
         Prometheus port). Asked per call, since an app may set its MeterProvider later; then
         the labels are not even built (a few µs per call)."""
         histogram = self.duration
-        if isinstance(histogram, NoOpHistogram):
-            return False
-        # The API's _ProxyHistogram forwards to `_real_instrument` once a provider is set.
-        return getattr(histogram, "_real_instrument", histogram) is not None
+        # The API's _ProxyHistogram (the common case, asked first: the ABC isinstance check
+        # below costs more) forwards to `_real_instrument` once a provider is set.
+        real = getattr(histogram, "_real_instrument", histogram)
+        if real is not histogram:
+            return real is not None
+        return not isinstance(histogram, NoOpHistogram)
 
     def internal_error(self, where: str) -> None:
         """A failure of otelstats itself: log it once per place, never disturb the user's call."""
@@ -193,13 +195,15 @@ class Call:
         *,
         error: BaseException | None = None,
         first_chunk_s: float | None = None,
-        chunks: int = 0,
+        per_chunk_s: float | None = None,
     ) -> None:
+        """`first_chunk_s`: time to the first chunk of a stream; `per_chunk_s`: the mean time
+        between its chunks after the first (the `time_per_output_chunk` metric)."""
         if self.done:
             return
         self.done = True
         try:
-            self._end(outcome, attributes, error, first_chunk_s, chunks)
+            self._end(outcome, attributes, error, first_chunk_s, per_chunk_s)
         except Exception:
             self.telemetry.internal_error("ending a span")
 
@@ -209,7 +213,7 @@ class Call:
         attributes: dict[str, Any],
         error: BaseException | None,
         first_chunk_s: float | None,
-        chunks: int,
+        per_chunk_s: float | None,
     ) -> None:
         duration = time.perf_counter() - self.start
         span = self.span
@@ -253,7 +257,5 @@ class Call:
                     telemetry.token_usage.record(count, {**labels, semconv.TOKEN_TYPE: kind})
         if first_chunk_s is not None:
             telemetry.time_to_first_chunk.record(first_chunk_s, labels)
-            last = attributes.get(semconv.OTELSTATS_LAST_CHUNK_TIME)
-            if chunks > 1 and isinstance(last, float):
-                per_chunk = (last - first_chunk_s) / (chunks - 1)
-                telemetry.time_per_output_chunk.record(max(per_chunk, 0.0), labels)
+        if per_chunk_s is not None:
+            telemetry.time_per_output_chunk.record(per_chunk_s, labels)

@@ -19,6 +19,7 @@ from . import semconv
 from ._instr_telemetry import Call, timings_attributes, usage_attributes
 from .records import Outcome
 
+_clock = time.perf_counter  # `Call.start` reads the same clock
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
 _CANCELLATIONS = (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)
 
@@ -58,7 +59,7 @@ class StreamState:
         raise NotImplementedError
 
     def _content(self) -> None:
-        now = time.perf_counter()
+        now = _clock()
         if self.first is None:
             self.first = now
         self.last = now
@@ -82,12 +83,14 @@ class StreamState:
             # No usage from the server: count output chunks, flagged as counted (never as 0).
             attrs[semconv.USAGE_OUTPUT_TOKENS] = self.content
             attrs[semconv.OTELSTATS_TOKENS_SOURCE] = "counted"
-        first_s = None
+        first_s = per_chunk_s = None
         if self.first is not None and self.last is not None:
             first_s = self.first - call.start
-            attrs[semconv.OTELSTATS_LAST_CHUNK_TIME] = self.last - call.start
-        attrs[semconv.OTELSTATS_CHUNKS] = self.content
-        call.end(outcome, attrs, error=error, first_chunk_s=first_s, chunks=self.content)
+            if self.content > 1:
+                per_chunk_s = max((self.last - self.first) / (self.content - 1), 0.0)
+        # The chunk count and the last chunk's time are not span attributes: nothing reads them
+        # from a span, and each attribute costs the caller about a microsecond.
+        call.end(outcome, attrs, error=error, first_chunk_s=first_s, per_chunk_s=per_chunk_s)
 
     def exhausted(self) -> None:
         self.end("ok" if self.finished else "incomplete")
@@ -129,7 +132,12 @@ class ChatState(StreamState):
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
-                    self._content()
+                    # `_content()`, inlined: this runs for every chunk of nearly every stream.
+                    now = _clock()
+                    if self.first is None:
+                        self.first = now
+                    self.last = now
+                    self.content += 1
                 reason = choice.finish_reason
                 if reason:
                     self.reasons[choice.index] = reason
@@ -246,10 +254,13 @@ class _ClosingResponse(wrapt.ObjectProxy[Any]):
 
 
 class _StreamProxyBase(wrapt.ObjectProxy[Any]):
+    _self_response: Any = None
+    """The `response` handed out, made on first access (a class default: one store less per
+    stream, each costs a few hundred nanoseconds on a wrapt proxy)."""
+
     def __init__(self, wrapped: Any, state: StreamState) -> None:
-        super().__init__(wrapped)
+        wrapt.ObjectProxy.__init__(self, wrapped)  # a direct call: `super()` costs more here
         self._self_state = state
-        self._self_response: Any = None
 
     @property
     def response(self) -> Any:

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import baggage
-from opentelemetry.trace import Span
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import semconv
 
@@ -46,6 +46,8 @@ def app_conversation(current: Span) -> str | None:
     value = baggage.get_baggage(semconv.CONVERSATION_ID)
     if isinstance(value, str) and value:
         return value
+    if current is INVALID_SPAN:  # no span is current (the common case): nothing to read
+        return None
     attrs = getattr(current, "attributes", None)
     if isinstance(attrs, Mapping):
         value = attrs.get(semconv.CONVERSATION_ID)
@@ -116,11 +118,10 @@ def _plain_canonical(messages: Any) -> str | None:
             return None
         role = message.get("role")
         content = message.get("content")
-        if (
-            type(role) is not str
-            or type(content) is not str
-            or message.get("type") is not None
-            or message.get("name") is not None
+        if type(role) is not str or type(content) is not str:
+            return None
+        if len(message) > 2 and (  # {role, content} alone has neither
+            message.get("type") is not None or message.get("name") is not None
         ):
             return None
         parts.append(f"role\x1f{role}content\x1f{content}\x1e")
@@ -137,10 +138,25 @@ def fingerprint(messages: Any, salt: bytes) -> str | None:
         if opening is None:
             return None
         text = _canonical(opening)
+    if len(text) > _MEMO_TEXT:
+        return _digest(salt, text)
+    return _memo_digest(salt, text)
+
+
+_MEMO_TEXT = 4096
+"""Openings up to this many characters are memoised (64 of them: at most ~1 MB held)."""
+
+
+def _digest(salt: bytes, text: str) -> str:
     hasher = _keyed(salt).copy()
     hasher.update(text.encode("utf-8", "replace"))
     digest: str = hasher.hexdigest()
     return FINGERPRINT_PREFIX + digest
+
+
+_memo_digest = functools.lru_cache(maxsize=64)(_digest)
+"""Every turn of a conversation repeats its opening, so a chat client asks for the same
+fingerprint again and again: a hit costs a dict lookup instead of a BLAKE2b run."""
 
 
 @functools.lru_cache(maxsize=4)

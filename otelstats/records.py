@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from opentelemetry.trace import StatusCode
+
 from . import semconv
 
 Outcome = Literal["ok", "error", "cancelled", "incomplete"]
@@ -160,12 +162,15 @@ def _finish_reasons(value: Any) -> tuple[str, ...]:
 
 def _outcome(attrs: Mapping[str, Any], span: Any, error_type: str | None) -> Outcome:
     declared = attrs.get(semconv.OTELSTATS_OUTCOME)
-    if declared in OUTCOMES:
+    if declared is not None and declared in OUTCOMES:  # absent (ok) skips four comparisons
         return declared  # type: ignore[no-any-return]
-    status = getattr(getattr(span, "status", None), "status_code", None)
-    if error_type is not None or getattr(status, "name", None) == "ERROR":
+    if error_type is not None:
         return "error"
-    return "ok"
+    status = getattr(getattr(span, "status", None), "status_code", None)
+    if status is None or status is StatusCode.UNSET:  # the common case, without an enum lookup
+        return "ok"
+    # By name: spans rebuilt from OTLP may carry another enum of the same names.
+    return "error" if getattr(status, "name", None) == "ERROR" else "ok"
 
 
 _HEX_FORMATS = {width: (f"%0{width}x", (1 << 4 * width) - 1) for width in (16, 32)}
@@ -218,6 +223,27 @@ def _small_count(value: Any) -> int | None:
     return None if value is None else _count(value)
 
 
+_SERVICES: dict[int, tuple[Any, tuple[str | None, str | None]]] = {}
+"""id(resource) -> (that resource, its service name and instance id, cut): a provider's spans
+share one Resource, which is read once, not once per span."""
+
+
+def _service(resource: Any) -> tuple[str | None, str | None]:
+    found = _SERVICES.get(id(resource))
+    if found is not None and found[0] is resource:  # the same object, not a recycled id
+        return found[1]
+    attrs = getattr(resource, "attributes", None)
+    attrs = _plain(attrs) if attrs else {}
+    service = (
+        _cut(attrs.get("service.name")),
+        _cut(attrs.get("service.instance.id"), MAX_ID_LENGTH),
+    )
+    if len(_SERVICES) >= 64:
+        _SERVICES.clear()
+    _SERVICES[id(resource)] = (resource, service)
+    return service
+
+
 def span_to_record(span: SpanLike) -> CallRecord | None:
     """Map a finished GenAI span to a CallRecord; None for non-GenAI or unfinished spans."""
     attrs = span.attributes
@@ -236,8 +262,7 @@ def span_to_record(span: SpanLike) -> CallRecord | None:
         return None
     get = attrs.get
     context = getattr(span, "context", None)
-    resource = getattr(getattr(span, "resource", None), "attributes", None)
-    resource = _plain(resource) if resource else {}
+    service = _service(getattr(span, "resource", None))
 
     value = get(semconv.USAGE_INPUT_TOKENS)
     input_tokens = _small_count(
@@ -268,15 +293,14 @@ def span_to_record(span: SpanLike) -> CallRecord | None:
         _cut(get(semconv.SERVER_ADDRESS)),
         _cut(get(semconv.ERROR_TYPE)),
         _cut(get(semconv.CONVERSATION_ID), MAX_ID_LENGTH),
-        _cut(resource.get("service.name")),
-        _cut(resource.get("service.instance.id"), MAX_ID_LENGTH),
+        *service,
     ]
     finish_reasons = _finish_reasons(get(semconv.RESPONSE_FINISH_REASONS))
-    probe = "".join([t for t in texts if t is not None] + list(finish_reasons))
+    probe = "".join(filter(None, texts)) + "".join(finish_reasons)
     if not probe.isascii() or "\x00" in probe:
         texts = [None if t is None else _storable(t) for t in texts]
         finish_reasons = tuple(_storable(r) for r in finish_reasons)
-    operation, provider, request_model, response_model, address, error_type, conv, *service = texts
+    operation, provider, request_model, response_model, address, error_type, conv, *names = texts
 
     port = _small_count(get(semconv.SERVER_PORT))
     return CallRecord(
@@ -301,6 +325,6 @@ def span_to_record(span: SpanLike) -> CallRecord | None:
         outcome=_outcome(attrs, span, error_type),
         error_type=error_type,
         conversation_id=conv,
-        service_name=service[0],
-        service_instance_id=service[1],
+        service_name=names[0],
+        service_instance_id=names[1],
     )

@@ -41,9 +41,6 @@ it out on ok calls: every attribute costs the caller about a microsecond)."""
 OTELSTATS_TOKENS_SOURCE: Final = "otelstats.usage.source"
 """reported (server usage) | counted (output chunks counted) | none (nothing known). Absent
 means reported when the span has token counts, none when it has not."""
-OTELSTATS_CHUNKS: Final = "otelstats.response.chunks"
-OTELSTATS_LAST_CHUNK_TIME: Final = "otelstats.response.time_to_last_chunk"
-"""Seconds from request start to the last content chunk of a stream (for tokens/second)."""
 OTELSTATS_DUPLICATE_OF: Final = "otelstats.duplicate_of"
 """On another instrumentation's span of a call otelstats also traced: never a second record."""
 

@@ -157,6 +157,26 @@ def test_error_status_is_an_error(spans: tuple[TracerProvider, InMemorySpanExpor
     assert (typed.outcome, typed.error_type) == ("error", "RateLimitError")
 
 
+def test_status_ok_and_unset_are_ok() -> None:
+    for status in (Status(StatusCode.OK), Status(StatusCode.UNSET)):
+        span = ReadableSpan("chat", attributes=CURRENT, start_time=1, end_time=2, status=status)
+        r = span_to_record(span)
+        assert r is not None
+        assert r.outcome == "ok"
+
+
+def test_each_resource_names_its_own_service() -> None:
+    """Spans of two providers, interleaved: each record names its own service."""
+    pairs = []
+    for name in ("app-a", "app-b"):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        pairs.append((provider, exporter))
+    records = [span_to_record(finished(pairs[i % 2], CURRENT)) for i in range(4)]
+    assert [r.service_name if r else None for r in records] == ["app-a", "app-b"] * 2
+
+
 def test_declared_outcome_and_token_source(
     spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:

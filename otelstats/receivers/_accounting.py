@@ -45,7 +45,6 @@ class CallTally:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     first_chunk_ns: int | None = None
-    last_chunk_ns: int | None = None
     chunks: int = 0
     finish_reasons: list[str] = field(default_factory=list)
     finished: bool = False
@@ -105,7 +104,6 @@ class CallTally:
     def _content_chunk(self, now_ns: int) -> None:
         if self.first_chunk_ns is None:
             self.first_chunk_ns = now_ns
-        self.last_chunk_ns = now_ns
         self.chunks += 1
 
     def _observe_model(self, body: Mapping[str, Any]) -> None:
@@ -166,14 +164,9 @@ class CallTally:
         if self.finish_reasons:
             attrs[semconv.RESPONSE_FINISH_REASONS] = tuple(dict.fromkeys(self.finish_reasons))
         if self.streaming:
-            attrs[semconv.OTELSTATS_CHUNKS] = self.chunks
             if self.first_chunk_ns is not None:
                 ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
                 attrs[semconv.RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
-            if self.last_chunk_ns is not None:
-                attrs[semconv.OTELSTATS_LAST_CHUNK_TIME] = (
-                    self.last_chunk_ns - self.start_ns
-                ) / 1e9
             if self.output_tokens is None and self.chunks:
                 # No usage in the stream: one token per content chunk, flagged as counted.
                 attrs[semconv.USAGE_OUTPUT_TOKENS] = self.chunks

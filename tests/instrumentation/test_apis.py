@@ -11,8 +11,11 @@ from typing import Any
 import openai
 import pytest
 import wrapt
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 
+from otelstats import semconv
 from otelstats.config import Settings
 from otelstats.conversation import conversation
 from otelstats.fake_server import FakeOpenAIServer, Reply
@@ -152,6 +155,28 @@ def test_conversation_ids(otel: Otel, client: openai.OpenAI) -> None:
     attrs = otel.finished()[0].attributes
     assert "gen_ai.input.messages" not in attrs  # content is never recorded by default
     assert all("fox" not in str(v).lower() for v in attrs.values())
+
+
+def test_conversation_ids_set_by_the_app(otel: Otel, client: openai.OpenAI) -> None:
+    """An id on the app's current span or in its baggage wins over the fingerprint; with no
+    span current the fingerprint is used again."""
+    app = TracerProvider().get_tracer("app")
+    with app.start_as_current_span("turn", attributes={semconv.CONVERSATION_ID: "span-7"}):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    with app.start_as_current_span("turn without an id"):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    token = otel_context.attach(baggage.set_baggage(semconv.CONVERSATION_ID, "baggage-3"))
+    try:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    finally:
+        otel_context.detach(token)
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    ids = [r.conversation_id for r in otel.records()]
+    assert ids[0] == "span-7"
+    assert ids[1] is not None
+    assert ids[1].startswith("fp-")
+    assert ids[2] == "baggage-3"
+    assert ids[3] == ids[1]
 
 
 class _BrokenTracerProvider(TracerProvider):

@@ -58,6 +58,19 @@ def test_non_streaming_call_is_one_record_with_usage(otel: Otel, client: openai.
     )
 
 
+def test_the_record_follows_a_base_url_changed_by_the_app(
+    otel: Otel, server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    with FakeOpenAIServer() as other:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        client.base_url = other.base_url  # type: ignore[assignment]
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        assert len(other.requests) == 1
+    ports = [r.server_port for r in otel.records()]
+    assert ports == [server.port, other.port]
+    assert ports[0] != ports[1]
+
+
 def test_streaming_usage_is_requested_and_the_extra_chunk_hidden(
     server: FakeOpenAIServer, client: openai.OpenAI
 ) -> None:
@@ -74,7 +87,9 @@ def test_streaming_usage_is_requested_and_the_extra_chunk_hidden(
     assert record.output_tokens == 9
     assert record.time_to_first_chunk_s is not None
     assert record.outcome == "ok"
-    assert semconv.METRIC_TIME_PER_OUTPUT_CHUNK in otel.metrics()
+    (per_chunk,) = otel.metrics()[semconv.METRIC_TIME_PER_OUTPUT_CHUNK]
+    assert per_chunk.count == 1
+    assert 0 <= per_chunk.sum <= record.duration_s - record.time_to_first_chunk_s
 
 
 def test_user_requested_usage_chunk_is_kept(client: openai.OpenAI) -> None:

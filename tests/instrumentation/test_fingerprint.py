@@ -3,9 +3,11 @@ path: that text keys every stored conversation id, so a difference would split c
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +35,6 @@ def test_fast_path_matches_the_general_text(messages: list[dict[str, Any]]) -> N
     salt = b"k" * 32
     expected = None
     if general is not None:
-        import hashlib
-
         digest = hashlib.blake2b(general.encode("utf-8", "replace"), key=salt, digest_size=16)
         expected = conversation.FINGERPRINT_PREFIX + digest.hexdigest()
     assert conversation.fingerprint(messages, salt) == expected
@@ -44,3 +44,19 @@ def test_fast_path_is_taken_for_plain_chat_messages() -> None:
     messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
     assert conversation._plain_canonical(messages) is not None
     assert conversation._plain_canonical(tuple(messages)) is None  # general path instead
+
+
+@pytest.mark.parametrize("length", [10, conversation._MEMO_TEXT + 1])
+def test_repeated_openings_keep_their_fingerprint_under_each_salt(length: int) -> None:
+    """Short openings are memoised: a repeat must give what a fresh BLAKE2b gives, per salt."""
+    messages = [{"role": "user", "content": "x" * length}]
+    text = conversation._plain_canonical(messages)
+    assert text is not None
+    seen = {}
+    for salt in (b"first salt", b"second salt", b"first salt"):
+        digest = hashlib.blake2b(text.encode(), key=salt, digest_size=16).hexdigest()
+        assert conversation.fingerprint(messages, salt) == conversation.FINGERPRINT_PREFIX + digest
+        assert conversation.fingerprint(list(messages), salt) == seen.setdefault(
+            salt, conversation.fingerprint(messages, salt)
+        )
+    assert len(set(seen.values())) == 2
