@@ -6,6 +6,11 @@ run it under callgrind twice and divide the difference by the number of calls:
         .venv/bin/python -m benchmarks.bench_overhead_parts $MODE $n; done
     # instructions per call = (total(cg.$MODE.200) - total(cg.$MODE.0)) / 200
 
+`--callgrind [KIND] [N]` does exactly that for every mode (two valgrind processes at a time,
+PYTHONHASHSEED=0; about 15 minutes at N=1000 here) and prints the table with the ratio:
+
+    .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 1000
+
 Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
 bench_overhead does):
   bare          the openai SDK alone
@@ -16,8 +21,10 @@ bench_overhead does):
   openai-v2     opentelemetry-instrumentation-openai-v2 with SDK metrics, exporting the same way
 Run-to-run spread is about ±5 % of the instrumented part at 200 calls, ±2 % at 1 000.
 
-A third argument, `stream_short` or `stream_long`, makes every call a stream of 10 or 210 chunks
-(the caller asks for usage, as in bench_overhead). The cost per chunk is then the slope:
+A third argument, `async_non_stream`, sends every call through the async client (one event loop
+per block of 100 calls, the same in every mode). `stream_short` or `stream_long` makes every
+call a stream of 10 or 210 chunks (the caller asks for usage, as in bench_overhead). The cost per
+chunk is then the slope:
 
     (total(MODE, N, stream_long) - total(MODE, N, stream_short)) / (N * 200)
 
@@ -26,16 +33,22 @@ and a setup's added cost per chunk is its slope minus the bare SDK's.
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_overhead import block, make_clients
 
 MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
-KINDS = ("non_stream", "stream_short", "stream_long")
+KINDS = ("non_stream", "async_non_stream", "stream_short", "stream_long")
 
 
 def setup(mode: str, db: Path) -> Any:
@@ -74,7 +87,43 @@ def setup(mode: str, db: Path) -> Any:
     return provider
 
 
+def _instructions(mode: str, calls: int, kind: str) -> int:
+    """Instructions of one whole run under callgrind (every thread, start-up included)."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+               "-m", "benchmarks.bench_overhead_parts", mode, str(calls), kind]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def count(kind: str, calls: int) -> int:
+    """Instructions per call of every mode, by callgrind; the table goes to stdout."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    runs = [(mode, n) for mode in MODES for n in (0, calls)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        totals = dict(zip(runs, pool.map(lambda run: _instructions(*run, kind), runs), strict=True))
+    per_call = {mode: (totals[mode, calls] - totals[mode, 0]) / calls for mode in MODES}
+    print(f"{kind}, {calls} calls against none; instructions per call, and what each adds:")
+    print(f"  {'bare':13} {per_call['bare'] / 1e3:9.1f} k")
+    chain = MODES[:-1]  # each adds one part to the one before; openai-v2 is over bare
+    for before, mode in (*itertools.pairwise(chain), ("bare", "openai-v2")):
+        added = (per_call[mode] - per_call[before]) / 1e3
+        print(f"  {mode:13} {per_call[mode] / 1e3:9.1f} k  +{added:.1f} k over {before}")
+    ours, theirs = (per_call[m] - per_call["bare"] for m in ("full", "openai-v2"))
+    print(f"otelstats adds {ours / 1e3:.1f} k, openai-v2 adds {theirs / 1e3:.1f} k: "
+          f"ratio {ours / theirs:.3f}")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--callgrind"]:
+        kind = argv[1] if len(argv) > 1 else "non_stream"
+        return count(kind, int(argv[2]) if len(argv) > 2 else 1000)
     args = [a for a in argv if a != "--quick"]
     if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
         args = ["full", "5", "stream_long"]  # both stream lengths (warm-up: short ones)
@@ -91,12 +140,13 @@ def main(argv: list[str]) -> int:
         # Warm-up calls are short streams for either stream kind: the two kinds' runs then
         # differ by exactly calls * 200 chunks.
         warm_up = "stream_short" if kind.startswith("stream") else kind
-        for i in range(100 + calls):
-            block(kind if i >= 100 else warm_up, sync, async_, 1)
-            if provider is not None and i % 100 == 99:
+        # Blocks of 100 calls (async: one event loop each), then a flush.
+        blocks = [(warm_up, 100)] + [(kind, min(100, calls - i)) for i in range(0, calls, 100)]
+        for block_kind, n in blocks:
+            block(block_kind, sync, async_, n)
+            if provider is not None:
                 provider.force_flush()
         if provider is not None:
-            provider.force_flush()
             provider.shutdown()
     cpu = (time.process_time() - cpu) / (100 + calls) * 1e6
     print(f"{mode}: {100 + calls} calls, {cpu:.0f} µs CPU per call incl. warm-up (time is noisy:")
