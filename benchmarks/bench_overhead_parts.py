@@ -120,19 +120,23 @@ def count(kind: str, calls: int) -> int:
     return 0
 
 
+def _usage() -> int:
+    print(f"usage: MODE N [KIND] | --callgrind [KIND] [N]; MODE one of {', '.join(MODES)}; "
+          f"KIND one of {', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
+    return 2
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--callgrind"]:
         kind = argv[1] if len(argv) > 1 else "non_stream"
-        return count(kind, int(argv[2]) if len(argv) > 2 else 1000)
+        return count(kind, int(argv[2]) if len(argv) > 2 else 1000) if kind in KINDS else _usage()
     args = [a for a in argv if a != "--quick"]
     if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
         args = ["full", "5", "stream_long"]  # both stream lengths (warm-up: short ones)
     mode, calls = (args[0] if args else "full"), int(args[1]) if len(args) > 1 else 200
     kind = args[2] if len(args) > 2 else "non_stream"
     if mode not in MODES or kind not in KINDS:
-        print(f"usage: MODE N [KIND]; MODE one of {', '.join(MODES)}; KIND one of "
-              f"{', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
-        return 2
+        return _usage()
     sync, async_ = make_clients()
     cpu = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:

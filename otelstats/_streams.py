@@ -19,7 +19,6 @@ from . import semconv
 from ._instr_telemetry import Call, timings_attributes, usage_attributes
 from .records import Outcome
 
-_clock = time.perf_counter  # `Call.start` reads the same clock
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
 _CANCELLATIONS = (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)
 
@@ -59,7 +58,7 @@ class StreamState:
         raise NotImplementedError
 
     def _content(self) -> None:
-        now = _clock()
+        now = time.perf_counter()
         if self.first is None:
             self.first = now
         self.last = now
@@ -132,12 +131,7 @@ class ChatState(StreamState):
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
-                    # `_content()`, inlined: this runs for every chunk of nearly every stream.
-                    now = _clock()
-                    if self.first is None:
-                        self.first = now
-                    self.last = now
-                    self.content += 1
+                    self._content()
                 reason = choice.finish_reason
                 if reason:
                     self.reasons[choice.index] = reason
