@@ -45,7 +45,7 @@ CALLS = 10 if QUICK else 100
 SHORT, LONG = 10, 210
 """Content chunks of the two stream lengths; per-chunk cost = slope between them."""
 MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hello"}]
-KINDS = ("non_stream", "async_non_stream", "stream_short", "stream_long")
+KINDS = ("non_stream", "async_non_stream", "stream_short", "async_stream_short", "stream_long")
 
 
 # -- canned wire bytes ---------------------------------------------------------------------------
@@ -128,6 +128,22 @@ def block(kind: str, sync: openai.OpenAI, async_: openai.AsyncOpenAI, calls: int
                 await acreate(model="m", messages=MESSAGES)  # type: ignore[arg-type]
 
         asyncio.run(run())
+    elif kind == "async_stream_short":
+
+        async def run_streams() -> None:
+            acreate = async_.chat.completions.create
+            for _ in range(calls):
+                stream = await acreate(  # type: ignore[call-overload]
+                    model="m",
+                    messages=MESSAGES,
+                    stream=True,
+                    max_tokens=SHORT,
+                    stream_options={"include_usage": True},
+                )
+                async for _chunk in stream:
+                    pass
+
+        asyncio.run(run_streams())
     else:
         n = LONG if kind == "stream_long" else SHORT
         for _ in range(calls):
@@ -285,7 +301,7 @@ def report(names: list[str], samples: dict[tuple[str, str], list[tuple[float, fl
     )
     print(f"{'configuration':13}{'kind':>18}{'otelstats µs':>14}{'openai-v2 µs':>14}{'ratio':>8}")
     for config, mine, theirs, _meaning in CONFIGURATIONS:
-        for kind in ("non_stream", "async_non_stream", "stream_short"):
+        for kind in ("non_stream", "async_non_stream", "stream_short", "async_stream_short"):
             a, b = over(mine, kind, 1), over(theirs, kind, 1)
             print(f"{config:13}{kind:>18}{a:14.1f}{b:14.1f}{_ratio(a, b):>8}")
         a, b = per_chunk(mine, 1), per_chunk(theirs, 1)

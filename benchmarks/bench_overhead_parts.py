@@ -1,4 +1,4 @@
-"""Where otelstats' per-call overhead goes, in CPU instructions (noise-free, unlike time on a
+"""Where otelstats' per-call overhead goes, in CPU instructions (repeatable, unlike time on a
 shared 2-core machine). Runs `calls` non-streaming calls (after 100 warm-up calls) in one setup;
 run it under callgrind twice and divide the difference by the number of calls:
 
@@ -6,10 +6,13 @@ run it under callgrind twice and divide the difference by the number of calls:
         .venv/bin/python -m benchmarks.bench_overhead_parts $MODE $n; done
     # instructions per call = (total(cg.$MODE.200) - total(cg.$MODE.0)) / 200
 
-`--callgrind [KIND] [N]` does exactly that for every mode (two valgrind processes at a time,
-PYTHONHASHSEED=0; about 15 minutes at N=1000 here) and prints the table with the ratio:
+`--callgrind [KIND] [N] [LAYOUTS]` does exactly that for every mode (two valgrind processes at a
+time, PYTHONHASHSEED=0), under LAYOUTS (default 3) environment sizes, and prints the medians and
+the ratio per layout. A run is repeatable to a few thousand instructions, but the memory layout
+moves a per-call figure by up to ~0.5 % of the bare SDK's cost (~80 k on a stream of 10 chunks);
+about 25 minutes for 3 layouts at N=500 here:
 
-    .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 1000
+    .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 500
 
 Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
 bench_overhead does):
@@ -21,10 +24,10 @@ bench_overhead does):
   openai-v2     opentelemetry-instrumentation-openai-v2 with SDK metrics, exporting the same way
 Run-to-run spread is about ±5 % of the instrumented part at 200 calls, ±2 % at 1 000.
 
-A third argument, `async_non_stream`, sends every call through the async client (one event loop
-per block of 100 calls, the same in every mode). `stream_short` or `stream_long` makes every
-call a stream of 10 or 210 chunks (the caller asks for usage, as in bench_overhead). The cost per
-chunk is then the slope:
+A third argument, `async_non_stream` or `async_stream_short`, sends every call through the async
+client (one event loop per block of 100 calls, the same in every mode). `stream_short` or
+`stream_long` makes every call a stream of 10 or 210 chunks (the caller asks for usage, as in
+bench_overhead). The cost per chunk is then the slope:
 
     (total(MODE, N, stream_long) - total(MODE, N, stream_short)) / (N * 200)
 
@@ -37,6 +40,7 @@ import itertools
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +52,7 @@ from typing import Any
 from benchmarks.bench_overhead import block, make_clients
 
 MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
-KINDS = ("non_stream", "async_non_stream", "stream_short", "stream_long")
+KINDS = ("non_stream", "async_non_stream", "stream_short", "async_stream_short", "stream_long")
 
 
 def setup(mode: str, db: Path) -> Any:
@@ -74,7 +78,10 @@ def setup(mode: str, db: Path) -> Any:
         from otelstats.store import Store
 
         Store.write = lambda self, records: len(records)  # type: ignore[method-assign]
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Spans are exported at each block's flush only. Under valgrind a block of 100 calls runs for
+    # longer than the processor's 5 s timer, whose partial exports (a SQLite commit each) would
+    # then depend on how loaded the machine is; timed, a block takes well under 5 s.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
     if mode == "openai-v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
         from opentelemetry.sdk.metrics import MeterProvider
@@ -87,11 +94,16 @@ def setup(mode: str, db: Path) -> Any:
     return provider
 
 
-def _instructions(mode: str, calls: int, kind: str) -> int:
-    """Instructions of one whole run under callgrind (every thread, start-up included)."""
+def _instructions(mode: str, calls: int, kind: str, layout: int) -> int:
+    """Instructions of one whole run under callgrind (every thread, start-up included).
+
+    `layout` pads the environment by that many hundred bytes: that moves the process's memory
+    layout, and with it the order of sets and dicts keyed by object identity. The same run is
+    repeatable to a few thousand instructions, but a per-call figure moves by up to ~0.5 % of
+    the bare SDK's cost from one layout to another, so figures are medians over layouts."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
                "-m", "benchmarks.bench_overhead_parts", mode, str(calls), kind]  # fmt: skip
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OTELSTATS_BENCH_LAYOUT": "x" * (100 * layout)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
@@ -99,37 +111,54 @@ def _instructions(mode: str, calls: int, kind: str) -> int:
     return int(found.group(1))
 
 
-def count(kind: str, calls: int) -> int:
-    """Instructions per call of every mode, by callgrind; the table goes to stdout."""
+def count(kind: str, calls: int, layouts: int) -> int:
+    """Instructions per call of every mode, by callgrind, medians over `layouts` memory layouts;
+    the table goes to stdout."""
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
-    runs = [(mode, n) for mode in MODES for n in (0, calls)]
+    runs = [(mode, n, layout) for layout in range(layouts) for mode in MODES for n in (0, calls)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        totals = dict(zip(runs, pool.map(lambda run: _instructions(*run, kind), runs), strict=True))
-    per_call = {mode: (totals[mode, calls] - totals[mode, 0]) / calls for mode in MODES}
-    print(f"{kind}, {calls} calls against none; instructions per call, and what each adds:")
+        found = pool.map(lambda run: _instructions(run[0], run[1], kind, run[2]), runs)
+        totals = dict(zip(runs, found, strict=True))
+    each = {  # per call, by layout
+        (mode, layout): (totals[mode, calls, layout] - totals[mode, 0, layout]) / calls
+        for mode in MODES
+        for layout in range(layouts)
+    }
+    per_call = {
+        mode: statistics.median(each[mode, lay] for lay in range(layouts)) for mode in MODES
+    }
+    print(f"{kind}, {calls} calls against none, medians of {layouts} memory layouts; "
+          "instructions per call, and what each adds:")  # fmt: skip
     print(f"  {'bare':13} {per_call['bare'] / 1e3:9.1f} k")
     chain = MODES[:-1]  # each adds one part to the one before; openai-v2 is over bare
     for before, mode in (*itertools.pairwise(chain), ("bare", "openai-v2")):
         added = (per_call[mode] - per_call[before]) / 1e3
         print(f"  {mode:13} {per_call[mode] / 1e3:9.1f} k  +{added:.1f} k over {before}")
-    ours, theirs = (per_call[m] - per_call["bare"] for m in ("full", "openai-v2"))
-    print(f"otelstats adds {ours / 1e3:.1f} k, openai-v2 adds {theirs / 1e3:.1f} k: "
-          f"ratio {ours / theirs:.3f}")  # fmt: skip
+    ratios = []
+    for layout in range(layouts):  # each layout against its own bare run
+        ours, theirs = (each[m, layout] - each["bare", layout] for m in ("full", "openai-v2"))
+        ratios.append(ours / theirs)
+        print(f"layout {layout}: otelstats adds {ours / 1e3:.1f} k, openai-v2 adds "
+              f"{theirs / 1e3:.1f} k: ratio {ours / theirs:.3f}")  # fmt: skip
+    print(f"ratio, median of {layouts} layouts: {statistics.median(ratios):.3f} "
+          f"(from {min(ratios):.3f} to {max(ratios):.3f})")  # fmt: skip
     return 0
 
 
 def _usage() -> int:
-    print(f"usage: MODE N [KIND] | --callgrind [KIND] [N]; MODE one of {', '.join(MODES)}; "
-          f"KIND one of {', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
+    print(f"usage: MODE N [KIND] | --callgrind [KIND] [N] [LAYOUTS]; MODE one of "
+          f"{', '.join(MODES)}; KIND one of {', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
     return 2
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--callgrind"]:
         kind = argv[1] if len(argv) > 1 else "non_stream"
-        return count(kind, int(argv[2]) if len(argv) > 2 else 1000) if kind in KINDS else _usage()
+        calls = int(argv[2]) if len(argv) > 2 else 1000
+        layouts = int(argv[3]) if len(argv) > 3 else 3
+        return count(kind, calls, layouts) if kind in KINDS and layouts > 0 else _usage()
     args = [a for a in argv if a != "--quick"]
     if "--quick" in argv:  # CI smoke run: the whole pipeline, a few calls
         args = ["full", "5", "stream_long"]  # both stream lengths (warm-up: short ones)

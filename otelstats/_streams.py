@@ -3,13 +3,16 @@
 A proxy measures time to the first content chunk, keeps the last usage seen (never summed),
 hides the usage-only chunk otelstats itself asked for, and ends the call exactly once on every
 exit path: exhausted, closed, `with` exit, an error, the proxy garbage-collected. Per chunk it
-does as little as it can: a few attribute reads and one clock read on content chunks.
+does as little as it can: a few attribute reads and one clock read on content chunks. A `for`
+loop over a proxy runs a generator around the SDK's own (as `iter()` of an SDK stream is a
+generator); `next()` on the proxy itself goes through `__next__`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +23,7 @@ from ._instr_telemetry import Call, timings_attributes, usage_attributes
 from .records import Outcome
 
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
-_CANCELLATIONS = (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)
+_CANCELLATIONS = (KeyboardInterrupt, asyncio.CancelledError)
 
 
 class StreamState:
@@ -56,6 +59,17 @@ class StreamState:
 
     def feed(self, item: Any) -> bool:
         raise NotImplementedError
+
+    def show(self, item: Any) -> bool:
+        """Watch one chunk: False for the usage-only chunk otelstats asked for itself. A chunk
+        that otelstats cannot read ends the call now and still goes to the user."""
+        if self.call.done:
+            return True
+        try:
+            return not self.feed(item)
+        except Exception:
+            self.feed_failed()
+            return True
 
     def _content(self) -> None:
         now = time.perf_counter()
@@ -104,6 +118,8 @@ class StreamState:
         self.end("ok" if self.finished else "cancelled")
 
     def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, GeneratorExit):
+            return  # a loop over the stream was left, not the stream: a new loop goes on
         if isinstance(exc, _CANCELLATIONS):
             self.end("ok" if self.finished else "cancelled")
         elif type(exc).__name__ in _TRANSPORT_ERRORS or any(
@@ -227,6 +243,34 @@ def response_outcome(response: Any) -> dict[str, Any]:
     return {}
 
 
+def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[Any]:
+    """The SDK's iteration, watched. Dropping this iterator does not end the call (the SDK's
+    stream stays open and a new loop goes on where this one stopped): close, `with` exit or
+    the proxy's garbage collection do, so the proxy is kept alive while this iterator is."""
+    try:
+        for item in chunks:
+            if state.show(item):
+                yield item
+    except BaseException as exc:
+        state.failed(exc)
+        raise
+    state.exhausted()
+
+
+async def _awatched(
+    proxy: Any, chunks: AsyncIterator[Any], state: StreamState
+) -> AsyncIterator[Any]:
+    """`_watched` for the async SDK stream."""
+    try:
+        async for item in chunks:
+            if state.show(item):
+                yield item
+    except BaseException as exc:
+        state.failed(exc)
+        raise
+    state.exhausted()
+
+
 class _ClosingResponse(wrapt.ObjectProxy[Any]):
     """The stream's HTTP response: SDK helpers close it directly, so its close ends the call."""
 
@@ -271,11 +315,12 @@ class _StreamProxyBase(wrapt.ObjectProxy[Any]):
 class SyncStreamProxy(_StreamProxyBase):
     """Wraps `openai.Stream`."""
 
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # A generator, as the SDK's own `Stream.__iter__` is: each chunk then costs a generator
+        # resume, not two Python calls (this proxy's `__next__` and the SDK's).
+        return _watched(self, self.__wrapped__.__iter__(), self._self_state)
 
     def __next__(self) -> Any:
-        # The per-chunk path: locals only, no extra calls beyond `feed` itself.
         wrapped = self.__wrapped__
         state = self._self_state
         while True:
@@ -287,13 +332,7 @@ class SyncStreamProxy(_StreamProxyBase):
             except BaseException as exc:
                 state.failed(exc)
                 raise
-            if state.call.done:
-                return item
-            try:
-                if not state.feed(item):
-                    return item
-            except Exception:
-                state.feed_failed()
+            if state.show(item):
                 return item
 
     def __enter__(self) -> SyncStreamProxy:
@@ -321,8 +360,8 @@ class SyncStreamProxy(_StreamProxyBase):
 class AsyncStreamProxy(_StreamProxyBase):
     """Wraps `openai.AsyncStream`."""
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return _awatched(self, self.__wrapped__.__aiter__(), self._self_state)
 
     async def __anext__(self) -> Any:
         wrapped = self.__wrapped__
@@ -336,13 +375,7 @@ class AsyncStreamProxy(_StreamProxyBase):
             except BaseException as exc:
                 state.failed(exc)
                 raise
-            if state.call.done:
-                return item
-            try:
-                if not state.feed(item):
-                    return item
-            except Exception:
-                state.feed_failed()
+            if state.show(item):
                 return item
 
     async def __aenter__(self) -> AsyncStreamProxy:

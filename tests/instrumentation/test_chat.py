@@ -129,6 +129,76 @@ def test_async_streaming_and_non_streaming(new_aclient: Callable[[], openai.Asyn
     assert all(r.outcome == "ok" and r.output_tokens == 9 for r in records)
 
 
+def test_a_loop_left_and_resumed_sees_what_the_bare_sdk_gives(client: openai.OpenAI) -> None:
+    """Leaving a `for` loop does not close an SDK stream: a later loop or `next()` goes on
+    where it stopped. Neither ends the call; exhausting the stream does."""
+
+    def scenario(otel: Otel | None) -> list[Any]:
+        stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        seen = []
+        for chunk in stream:
+            seen.append(_strip(chunk))
+            if len(seen) == 3:
+                break
+        seen.append(_strip(next(iter(stream))))  # a throwaway iterator
+        seen.append(_strip(next(stream)))
+        for chunk in stream:
+            seen.append(_strip(chunk))
+            if len(seen) == 7:
+                break
+        if otel is not None:
+            assert otel.finished() == []  # not ended by the loops left
+        while (chunk := next(stream, None)) is not None:  # to the end (usage stays hidden)
+            seen.append(_strip(chunk))
+        return [iter(stream) is stream, *seen]
+
+    bare = scenario(None)
+    otel = make_otel()
+    try:
+        instrumented = scenario(otel)
+    finally:
+        otel.instrumentor.uninstrument()
+    assert instrumented == bare
+    assert len(bare) == 12  # `iter(stream) is stream`, then the 11 chunks
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert (record.tokens_source, record.output_tokens) == ("reported", 9)
+
+
+def test_an_async_loop_left_and_resumed(new_aclient: Callable[[], openai.AsyncOpenAI]) -> None:
+    def scenario() -> list[Any]:
+        async def run() -> list[Any]:
+            async with new_aclient() as aclient:
+                stream = await aclient.chat.completions.create(
+                    model="m", messages=MESSAGES, stream=True
+                )
+                seen = []
+                async for chunk in stream:
+                    seen.append(_strip(chunk))
+                    if len(seen) == 2:
+                        break
+                await asyncio.sleep(0)  # the left loop's generators are closed by now
+                seen.append(_strip(await stream.__anext__()))
+                async for chunk in stream:
+                    seen.append(_strip(chunk))
+                    if len(seen) == 6:
+                        break
+                while True:
+                    try:
+                        seen.append(_strip(await stream.__anext__()))
+                    except StopAsyncIteration:
+                        return seen
+
+        return asyncio.run(run())
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    assert len(bare) == 11
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.output_tokens == 9
+
+
 def test_tool_call_fragments_and_n_choices(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     def scenario() -> list[Any]:
         server.push(Reply(tool_call=True))
