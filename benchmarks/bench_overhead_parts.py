@@ -10,7 +10,7 @@ run it under callgrind twice and divide the difference by the number of calls:
 time, PYTHONHASHSEED=0), under LAYOUTS (default 3) environment sizes, and prints the medians and
 the ratio per layout. A run is repeatable to a few thousand instructions, but the memory layout
 moves a per-call figure by up to ~0.5 % of the bare SDK's cost (~80 k on a stream of 10 chunks);
-about 25 minutes for 3 layouts at N=500 here:
+about half an hour for 3 layouts at N=500 here:
 
     .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 500
 
