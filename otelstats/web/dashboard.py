@@ -8,14 +8,15 @@ this module renders no figures itself. Nothing is loaded from outside the machin
 from __future__ import annotations
 
 import hmac
-from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, render_template, request, send_file
+from flask import Blueprint, Response, current_app, render_template, request
 
 from . import get_settings, json_error, set_token_cookie
+from .plotly_bundle import PlotlyBundle, plotly_js_path
+
+__all__ = ["bp", "plotly_js_path"]
 
 bp = Blueprint(
     "dashboard",
@@ -33,10 +34,8 @@ DEFAULT_POLL_MS = 5000
 #: A day: the assets' URLs carry the package version, so a new release is fetched anew.
 ASSET_MAX_AGE = 86_400
 
-
-def plotly_js_path() -> Path:
-    """plotly.min.js as shipped inside the `plotly` Python package (no CDN, no download)."""
-    return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+#: The app's PlotlyBundle (app.extensions key), read on the first request for it.
+PLOTLY_BUNDLE_KEY = "otelstats.plotly_bundle"
 
 
 def _version() -> str:
@@ -54,9 +53,20 @@ def index() -> str:
 
 @bp.get("/assets/vendor/plotly.min.js")
 def plotly_js() -> Response:
-    return send_file(
-        plotly_js_path(), mimetype="text/javascript", max_age=ASSET_MAX_AGE, conditional=True
-    )
+    """The installed bundle, its factory put where Chromium compiles it off the main thread
+    (see plotly_bundle): kept in memory, about 5 MB, once read."""
+    bundle: PlotlyBundle | None = current_app.extensions.get(PLOTLY_BUNDLE_KEY)
+    if bundle is None:  # two first requests at once both read it; the first one stored is kept
+        bundle = current_app.extensions.setdefault(
+            PLOTLY_BUNDLE_KEY, PlotlyBundle.load(plotly_js_path())
+        )
+    response = Response(bundle.body, mimetype="text/javascript")
+    response.set_etag(bundle.etag)
+    response.last_modified = bundle.last_modified
+    response.cache_control.public = True
+    response.cache_control.max_age = ASSET_MAX_AGE
+    response.make_conditional(request, accept_ranges=True, complete_length=len(bundle.body))
+    return response
 
 
 def _same_origin() -> bool:

@@ -42,11 +42,36 @@ def test_page_has_no_inline_script_or_style_and_only_local_assets(client: FlaskC
 
 
 def test_plotly_comes_from_the_installed_package(client: FlaskClient) -> None:
+    """The installed text with its factory in parentheses (see otelstats.web.plotly_bundle):
+    two characters added, nothing else changed."""
+    installed = plotly_js_path().read_text(encoding="utf-8")
     with client.get("/assets/vendor/plotly.min.js") as response:
         assert response.status_code == 200
         assert response.mimetype == "text/javascript"
-        assert response.get_data() == plotly_js_path().read_bytes()
         assert response.cache_control.max_age == 86_400
+        served = response.get_data(as_text=True)
+    assert len(served) == len(installed) + 2
+    assert 'self : this, (() => {\n"use strict";' in served[:1000]
+    assert served.rstrip().endswith("return Plotly;\n})));")
+    opened = served.index("(() => {")
+    closed = len(served.rstrip()) - len("));")
+    assert served[:opened] + served[opened + 1 : closed - 1] + served[closed:] == installed
+
+
+def test_plotly_is_revalidated_and_served_in_ranges(client: FlaskClient) -> None:
+    first = client.get("/assets/vendor/plotly.min.js")
+    etag = first.headers["ETag"]
+    body = first.get_data()
+    again = client.get("/assets/vendor/plotly.min.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.get_data() == b""
+    modified = first.headers["Last-Modified"]
+    since = client.get("/assets/vendor/plotly.min.js", headers={"If-Modified-Since": modified})
+    assert since.status_code == 304
+    part = client.get("/assets/vendor/plotly.min.js", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.get_data() == body[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(body)}"
 
 
 def test_head_starts_the_numbers_before_plotly_and_never_queues_them(client: FlaskClient) -> None:
