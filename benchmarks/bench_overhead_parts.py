@@ -14,6 +14,13 @@ about half an hour for 3 layouts at N=500 here:
 
     .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 500
 
+`--time [KIND] [ROUNDS]` times the parts instead, in CPU time, the modes interleaved in one
+process (full-nowrite left out). Time and instructions part ways here: otelstats' own logic and
+span run at fewer instructions per µs than the SDK's hot loop (code run once per call, from cold
+caches), so the ratio in time is higher than in instructions:
+
+    .venv/bin/python -m benchmarks.bench_overhead_parts --time stream_short 20
+
 Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
 bench_overhead does):
   bare          the openai SDK alone
@@ -36,6 +43,7 @@ and a setup's added cost per chunk is its slope minus the bare SDK's.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import re
@@ -148,12 +156,106 @@ def count(kind: str, calls: int, layouts: int) -> int:
 
 
 def _usage() -> int:
-    print(f"usage: MODE N [KIND] | --callgrind [KIND] [N] [LAYOUTS]; MODE one of "
-          f"{', '.join(MODES)}; KIND one of {', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
+    print("usage: MODE N [KIND] | --callgrind [KIND] [N] [LAYOUTS] | --time [KIND] [ROUNDS]; "
+          f"MODE one of {', '.join(MODES)}; KIND one of {', '.join(KINDS)}",
+          file=sys.stderr)  # fmt: skip
     return 2
 
 
+class _TimedMode:
+    """One mode of MODES that can be switched on and off, so `timed` can interleave them."""
+
+    def __init__(self, mode: str, db: Path) -> None:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from otelstats.exporter import StatsSpanExporter
+        from otelstats.instrumentation import OpenAIInstrumentor
+
+        self.name = mode
+        self.instrumentor: Any = None
+        if mode == "openai-v2":
+            self.instrumentor = V2()  # type: ignore[no-untyped-call]
+        elif mode != "bare":
+            self.instrumentor = OpenAIInstrumentor()
+        self.kwargs: dict[str, Any] = {}
+        self.flushed: Any = None
+        if mode == "noop":
+            self.kwargs["tracer_provider"] = NoOpTracerProvider()
+        elif mode != "bare":
+            provider = TracerProvider()
+            if mode in ("full", "openai-v2"):  # full-nowrite needs Store.write patched: not timed
+                exporter = StatsSpanExporter(db)
+                provider.add_span_processor(
+                    BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
+                )
+                self.flushed = provider
+            self.kwargs["tracer_provider"] = provider
+        if mode == "openai-v2":
+            self.kwargs["meter_provider"] = MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+    def __enter__(self) -> _TimedMode:
+        if self.instrumentor is not None:
+            self.instrumentor.instrument(**self.kwargs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.instrumentor is not None:
+            self.instrumentor.uninstrument()
+
+
+TIMED_MODES = ("bare", "noop", "sdk", "full", "openai-v2")
+
+
+def timed(kind: str, rounds: int, calls: int = 100) -> None:
+    """The parts in CPU time instead of instructions: the modes interleaved (order rotated) in
+    one process, a block of `calls` per mode and round after 3 calls of warm-up, then the flush.
+    Medians over rounds of (mode - bare) per call; noisy here, but it shows where time and
+    instructions part ways."""
+    sync, async_ = make_clients()
+    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in TIMED_MODES}
+    with tempfile.TemporaryDirectory() as tmp:
+        modes = [_TimedMode(m, Path(tmp) / "parts.db") for m in TIMED_MODES]
+        for r in range(rounds):
+            for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+                with mode:
+                    block(kind, sync, async_, 3)
+                    gc.collect()
+                    cpu = time.process_time()
+                    block(kind, sync, async_, calls)
+                    run = time.process_time() - cpu
+                    if mode.flushed is not None:
+                        mode.flushed.force_flush()
+                    flush = time.process_time() - cpu - run
+                samples[mode.name].append((run / calls * 1e6, flush / calls * 1e6))
+        for mode in modes:
+            if mode.flushed is not None:
+                mode.flushed.shutdown()
+    bare = statistics.median(run for run, _ in samples["bare"])
+    print(
+        f"{kind}, {rounds} rounds of {calls} calls, CPU µs per call (medians), over the bare SDK:"
+    )
+    total = {}
+    for name, rows in samples.items():
+        run = statistics.median(r for r, _ in rows) - bare
+        flush = statistics.median(f for _, f in rows)
+        total[name] = run + flush
+        print(f"  {name:10s} calls +{run:7.1f}   export +{flush:6.1f}   total +{total[name]:7.1f}")
+    print(f"  ratio otelstats (full) / openai-v2: {total['full'] / total['openai-v2']:.2f}")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--time"]:
+        kind = argv[1] if len(argv) > 1 else "non_stream"
+        rounds = int(argv[2]) if len(argv) > 2 else 20
+        if kind not in KINDS or rounds < 1:
+            return _usage()
+        timed(kind, rounds)
+        return 0
     if argv[:1] == ["--callgrind"]:
         kind = argv[1] if len(argv) > 1 else "non_stream"
         calls = int(argv[2]) if len(argv) > 2 else 1000

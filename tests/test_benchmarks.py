@@ -31,3 +31,20 @@ def test_benchmark_quick_mode_runs(name: str) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert result.stdout.strip(), "a benchmark that prints nothing measured nothing"
+
+
+def test_overhead_parts_times_every_part() -> None:
+    """`bench_overhead_parts --time`: every mode timed, interleaved in one process, and the
+    ratio printed (one round, so the figures themselves mean nothing here)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_overhead_parts", "--time", "stream_short", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    for mode in ("bare", "noop", "sdk", "full", "openai-v2"):
+        assert any(line.split()[:1] == [mode] for line in lines), result.stdout
+    assert "ratio otelstats (full) / openai-v2:" in result.stdout
