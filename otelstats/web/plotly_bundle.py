@@ -60,7 +60,10 @@ class PlotlyBundle:
     @classmethod
     def load(cls, path: Path) -> PlotlyBundle:
         raw = path.read_bytes()
-        wrapped = eager_factory(raw.decode("utf-8"))
+        try:
+            wrapped = eager_factory(raw.decode("utf-8"))
+        except UnicodeDecodeError:  # not the text plotly ships: serve it untouched
+            wrapped = None
         body = raw if wrapped is None else wrapped.encode("utf-8")
         return cls(
             body=body,

@@ -50,11 +50,18 @@ def test_any_other_text_is_left_alone(text: str) -> None:
     assert eager_factory(text) is None
 
 
-def test_an_unrecognised_bundle_is_served_exactly_as_installed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [b"!function(){window.Plotly={}}();\n", b"/* \xff */" + UMD.encode("utf-8")],
+    ids=["another-wrapper", "not-utf-8"],
+)
+def test_an_unrecognised_bundle_is_served_exactly_as_installed(
+    tmp_path: Path, content: bytes
+) -> None:
     path = tmp_path / "plotly.min.js"
-    path.write_bytes(b"!function(){window.Plotly={}}();\n")
+    path.write_bytes(content)
     bundle = PlotlyBundle.load(path)
-    assert bundle.body == path.read_bytes()
+    assert bundle.body == content
     assert not bundle.eager
 
 
