@@ -1,12 +1,12 @@
 """A minimal Chrome DevTools Protocol client over `--remote-debugging-pipe`, for timing a page the
 way a visitor's browser loads it.
 
-Playwright enables the Runtime domain in every page it drives, and with it V8 records a detailed
-stack trace (line and column of every frame) for each Error the page creates. Plotly.js creates
-some while it starts; recording their traces makes V8 re-parse plotly's multi-megabyte functions
-for their source positions, which a visitor's browser, with no DevTools attached, never does.
-This client enables no domain: it opens a page in a fresh browser context, navigates, and reads
-the page's state with `Runtime.evaluate`, which needs none.
+Playwright enables the Runtime domain in every page it drives. With it on, plotly.js starts about
+0.45 s later here (657 → 1 117 ms on an empty page), and a trace shows V8 parsing plotly's
+multi-megabyte functions again to collect their source positions (as it does when it has to say
+where code is, for stack traces), which a visitor's browser, with no DevTools attached, does not
+do. This client enables no domain: it opens a page in a fresh browser context, navigates, and
+reads the page's state with `Runtime.evaluate`, which needs none.
 """
 
 from __future__ import annotations

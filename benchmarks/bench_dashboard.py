@@ -15,9 +15,9 @@ Each round loads the page in two headless Chromiums, one after the other:
 - as a visitor's browser loads it: driven over a bare DevTools pipe (benchmarks._cdp) that enables
   no DevTools domain. The target is checked on this one.
 - driven by Playwright, as the browser tests drive it. Playwright enables the Runtime domain, and
-  then V8 records a detailed stack trace for every Error a page creates; plotly.js creates some as
-  it starts, and V8 re-parses its largest functions for their source positions (a few hundred ms
-  that no visitor pays). Reported for comparison with earlier rounds.
+  with it V8 parses plotly's largest functions again for their source positions as plotly starts
+  (a few hundred ms that no visitor pays; see benchmarks._cdp). Reported for comparison with
+  earlier rounds.
 """
 
 from __future__ import annotations
