@@ -28,8 +28,7 @@ class CdpError(RuntimeError):
 class Browser:
     """One headless Chromium, spoken to over fds 3 (commands) and 4 (replies and events)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], write_fd: int, read_fd: int) -> None:
-        self._proc = proc
+    def __init__(self, write_fd: int, read_fd: int) -> None:
         self._write = os.fdopen(write_fd, "wb", buffering=0)
         self._read = os.fdopen(read_fd, "rb", buffering=0)
         self._buffer = b""
@@ -139,7 +138,7 @@ def chromium(executable: str, args: list[str]) -> Iterator[Browser]:
         )
         os.close(cmd_read)
         os.close(reply_write)
-        browser = Browser(proc, cmd_write, reply_read)
+        browser = Browser(cmd_write, reply_read)
         try:
             yield browser
         finally:

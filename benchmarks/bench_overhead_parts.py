@@ -63,43 +63,67 @@ MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
 KINDS = ("non_stream", "async_non_stream", "stream_short", "async_stream_short", "stream_long")
 
 
+class Mode:
+    """One of MODES, switched on by `with` (or `__enter__`) and off again at its exit: `setup`
+    switches one on for a whole run, `timed` interleaves them. Imports only what the mode needs,
+    so each valgrind run loads what its mode uses and no more."""
+
+    def __init__(self, mode: str, db: Path) -> None:
+        self.name = mode
+        self.instrumentor: Any = None
+        self.kwargs: dict[str, Any] = {}
+        self.flushed: Any = None  # the TracerProvider to flush (None: nothing exported)
+        if mode == "bare":
+            return
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from otelstats.exporter import StatsSpanExporter
+        from otelstats.instrumentation import OpenAIInstrumentor
+
+        if mode == "noop":
+            self.instrumentor = OpenAIInstrumentor()
+            self.kwargs["tracer_provider"] = NoOpTracerProvider()
+            return
+        provider = TracerProvider()
+        self.kwargs["tracer_provider"] = provider
+        if mode != "sdk":
+            # Spans are exported at each block's flush only. Under valgrind a block of 100 calls
+            # runs for longer than the processor's 5 s timer, whose partial exports (a SQLite
+            # commit each) would then depend on how loaded the machine is.
+            exporter = StatsSpanExporter(db)
+            provider.add_span_processor(
+                BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
+            )
+            self.flushed = provider
+        if mode == "openai-v2":
+            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+            self.instrumentor = V2()  # type: ignore[no-untyped-call]
+            self.kwargs["meter_provider"] = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        else:
+            self.instrumentor = OpenAIInstrumentor()
+
+    def __enter__(self) -> Mode:
+        if self.instrumentor is not None:
+            self.instrumentor.instrument(**self.kwargs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.instrumentor is not None:
+            self.instrumentor.uninstrument()
+
+
 def setup(mode: str, db: Path) -> Any:
     """Instrument for `mode`; returns the TracerProvider to flush (None: nothing exported)."""
-    if mode == "bare":
-        return None
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.trace import NoOpTracerProvider
-
-    from otelstats.exporter import StatsSpanExporter
-    from otelstats.instrumentation import OpenAIInstrumentor
-
-    if mode == "noop":
-        OpenAIInstrumentor().instrument(tracer_provider=NoOpTracerProvider())
-        return None
-    provider = TracerProvider()
-    if mode == "sdk":
-        OpenAIInstrumentor().instrument(tracer_provider=provider)
-        return None
-    exporter = StatsSpanExporter(db)
     if mode == "full-nowrite":
         from otelstats.store import Store
 
         Store.write = lambda self, records: len(records)  # type: ignore[method-assign]
-    # Spans are exported at each block's flush only. Under valgrind a block of 100 calls runs for
-    # longer than the processor's 5 s timer, whose partial exports (a SQLite commit each) would
-    # then depend on how loaded the machine is; timed, a block takes well under 5 s.
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
-    if mode == "openai-v2":
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-        meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        V2().instrument(tracer_provider=provider, meter_provider=meters)  # type: ignore[no-untyped-call]
-    else:
-        OpenAIInstrumentor().instrument(tracer_provider=provider)
-    return provider
+    return Mode(mode, db).__enter__().flushed
 
 
 def _instructions(mode: str, calls: int, kind: str, layout: int) -> int:
@@ -162,53 +186,7 @@ def _usage() -> int:
     return 2
 
 
-class _TimedMode:
-    """One mode of MODES that can be switched on and off, so `timed` can interleave them."""
-
-    def __init__(self, mode: str, db: Path) -> None:
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.trace import NoOpTracerProvider
-
-        from otelstats.exporter import StatsSpanExporter
-        from otelstats.instrumentation import OpenAIInstrumentor
-
-        self.name = mode
-        self.instrumentor: Any = None
-        if mode == "openai-v2":
-            self.instrumentor = V2()  # type: ignore[no-untyped-call]
-        elif mode != "bare":
-            self.instrumentor = OpenAIInstrumentor()
-        self.kwargs: dict[str, Any] = {}
-        self.flushed: Any = None
-        if mode == "noop":
-            self.kwargs["tracer_provider"] = NoOpTracerProvider()
-        elif mode != "bare":
-            provider = TracerProvider()
-            if mode in ("full", "openai-v2"):  # full-nowrite needs Store.write patched: not timed
-                exporter = StatsSpanExporter(db)
-                provider.add_span_processor(
-                    BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
-                )
-                self.flushed = provider
-            self.kwargs["tracer_provider"] = provider
-        if mode == "openai-v2":
-            self.kwargs["meter_provider"] = MeterProvider(metric_readers=[InMemoryMetricReader()])
-
-    def __enter__(self) -> _TimedMode:
-        if self.instrumentor is not None:
-            self.instrumentor.instrument(**self.kwargs)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.instrumentor is not None:
-            self.instrumentor.uninstrument()
-
-
-TIMED_MODES = ("bare", "noop", "sdk", "full", "openai-v2")
+TIMED_MODES = ("bare", "noop", "sdk", "full", "openai-v2")  # full-nowrite patches Store.write
 
 
 def timed(kind: str, rounds: int, calls: int = 100) -> None:
@@ -219,7 +197,7 @@ def timed(kind: str, rounds: int, calls: int = 100) -> None:
     sync, async_ = make_clients()
     samples: dict[str, list[tuple[float, float]]] = {m: [] for m in TIMED_MODES}
     with tempfile.TemporaryDirectory() as tmp:
-        modes = [_TimedMode(m, Path(tmp) / "parts.db") for m in TIMED_MODES]
+        modes = [Mode(m, Path(tmp) / "parts.db") for m in TIMED_MODES]
         for r in range(rounds):
             for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
                 with mode:

@@ -20,30 +20,29 @@ def test_every_benchmark_is_listed_in_the_benchmarks_readme() -> None:
     assert not missing, f"not in benchmarks/README.md: {missing}"
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_quick_mode_runs(name: str) -> None:
+def run_benchmark(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks.NAME ARGS...` from the repository root; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_quick_mode_runs(name: str) -> None:
+    result = run_benchmark(name, "--quick")
     assert result.stdout.strip(), "a benchmark that prints nothing measured nothing"
 
 
 def test_overhead_parts_times_every_part() -> None:
     """`bench_overhead_parts --time`: every mode timed, interleaved in one process, and the
     ratio printed (one round, so the figures themselves mean nothing here)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_overhead_parts", "--time", "stream_short", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    result = run_benchmark("bench_overhead_parts", "--time", "stream_short", "1")
     lines = result.stdout.splitlines()
     for mode in ("bare", "noop", "sdk", "full", "openai-v2"):
         assert any(line.split()[:1] == [mode] for line in lines), result.stdout

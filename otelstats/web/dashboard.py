@@ -16,8 +16,6 @@ from flask import Blueprint, Response, current_app, render_template, request
 from . import get_settings, json_error, set_token_cookie
 from .plotly_bundle import PlotlyBundle, plotly_js_path
 
-__all__ = ["bp", "plotly_js_path"]
-
 bp = Blueprint(
     "dashboard",
     __name__,

@@ -124,7 +124,7 @@ def test_axe_finds_no_serious_violations(page: Any, site: Site, scheme: str) -> 
 
 def test_static_plotly_css_holds_every_rule_plotly_would_inject(page: Any) -> None:
     """The page stops plotly from injecting a <style> (CSP); static/plotly.css must replace it."""
-    from otelstats.web.dashboard import plotly_js_path
+    from otelstats.web.plotly_bundle import plotly_js_path
 
     page.set_content('<!doctype html><html lang="en"><body><div id="g"></div></body></html>')
     page.add_script_tag(path=str(plotly_js_path()))

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from otelstats.config import Settings
 from otelstats.store import Store
 from otelstats.web import create_app
-from otelstats.web.dashboard import plotly_js_path
+from otelstats.web.plotly_bundle import plotly_js_path
 
 STATIC = Path(__file__).resolve().parents[2] / "otelstats" / "web" / "static"
 
