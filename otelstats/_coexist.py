@@ -3,19 +3,26 @@ one user call yields two GenAI spans; the other one is marked `otelstats.duplica
 `span_to_record` never turns it into a second record. It is still exported untouched otherwise.
 
 Wrappers nest, so one span is the other's parent:
-- theirs outside (instrumented first): their span is current when ours starts -> `mark_parent`;
+- theirs outside (instrumented first): their span is current when our call starts ->
+  `encloses_call`, then `mark`;
 - ours outside: their span starts inside our call -> `DuplicateMarker.on_start`, a span processor
   added to the SDK TracerProvider, sees it while our call is active.
+
+Our own span is started only when the call ends (all its attributes at once), unless one of these
+needs its id before: then it is started at that moment, with the call's start time.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Span, SpanKind
 
 from . import semconv
+
+logger = logging.getLogger("otelstats.instrumentation")
 
 _INFERENCE = frozenset(
     {
@@ -40,16 +47,22 @@ def _is_inference(span: Any) -> bool:
     return operation in _INFERENCE
 
 
-def _mark(span: Span, ours: Span | None) -> None:
-    span_id = ours.get_span_context().span_id if ours is not None else 0
-    span.set_attribute(semconv.OTELSTATS_DUPLICATE_OF, format(span_id, "016x"))
+def mark(span: Span, ours: Span) -> None:
+    """Mark `span`, another tool's span of the call `ours` traces, as its duplicate."""
+    span.set_attribute(
+        semconv.OTELSTATS_DUPLICATE_OF, format(ours.get_span_context().span_id, "016x")
+    )
 
 
-def mark_parent(ours: Span, parent: Span) -> None:
-    """Called as our span starts with the current span, `parent`: mark it if it is another
-    tool's span of this same call."""
-    if parent is not ours and parent.is_recording() and _is_inference(parent):
-        _mark(parent, ours)
+def encloses_call(parent: Span) -> bool:
+    """`parent`, the current span as one of our calls starts, is another tool's span of that
+    same call (theirs outside): it is then marked with our span's id."""
+    return parent.is_recording() and _is_inference(parent)
+
+
+class OurCall(Protocol):
+    def span_now(self) -> Span | None:
+        """Our span of the call, started now if it was not yet; None while it is starting."""
 
 
 class DuplicateMarker:
@@ -57,16 +70,22 @@ class DuplicateMarker:
     spans that start while one of our calls runs. `active` is cleared on uninstrument (an SDK
     provider cannot drop a processor)."""
 
-    def __init__(self, current_call: Callable[[], Span | None]) -> None:
+    def __init__(self, current_call: Callable[[], OurCall | None]) -> None:
         self.current_call = current_call
         self.active = True
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
         if not self.active:
             return
-        ours = self.current_call()
-        if ours is not None and span is not ours and _is_inference(span):
-            _mark(span, ours)
+        call = self.current_call()
+        if call is None or not _is_inference(span):
+            return
+        try:  # inside another tool's start_span: nothing may raise from here
+            ours = call.span_now()  # None: this span is ours, starting
+            if ours is not None and span is not ours:
+                mark(span, ours)
+        except Exception:
+            logger.warning("otelstats: could not mark a duplicate span", exc_info=True)
 
     def on_end(self, span: Any) -> None:
         return None

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import wrapt
-from opentelemetry.trace import Span, get_current_span
+from opentelemetry.context import get_current
+from opentelemetry.trace import get_current_span
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
@@ -31,12 +32,12 @@ from .conversation import resolve as resolve_conversation
 from .records import Outcome
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
-_ACTIVE: ContextVar[Span | None] = ContextVar("otelstats_active_call", default=None)
-"""Our span while a wrapped call runs: an SDK method calling another wrapped one is not a second
+_ACTIVE: ContextVar[Call | None] = ContextVar("otelstats_active_call", default=None)
+"""Our call while a wrapped call runs: an SDK method calling another wrapped one is not a second
 call, and another instrumentation's span started inside it is a duplicate (`_coexist`)."""
 
 
-def active_call() -> Span | None:
+def active_call() -> Call | None:
     return _ACTIVE.get()
 
 
@@ -118,7 +119,8 @@ class Prepared:
         n = kwargs.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n != 1:
             attrs[semconv.REQUEST_CHOICE_COUNT] = n
-        current = get_current_span()
+        context = get_current()
+        current = get_current_span(context)
         if endpoint is not EMBEDDINGS:
             remembered = telemetry.response_conversations if endpoint.remember else None
             conv = resolve_conversation(kwargs, options.conversation_salt, remembered, current)
@@ -150,7 +152,7 @@ class Prepared:
             ):
                 self.kwargs = {**kwargs, "stream_options": {**requested, "include_usage": True}}
                 self.hide_usage = True
-        self.call: Call = telemetry.start(endpoint.operation, model, attrs, current)
+        self.call: Call = telemetry.start(endpoint.operation, model, attrs, context, current)
         self.call.remember = endpoint.remember
 
 
@@ -283,7 +285,7 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]
         prepared = _prepare(telemetry, endpoint, instance, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
-        token = _ACTIVE.set(prepared.call.span)
+        token = _ACTIVE.set(prepared.call)
         try:
             try:
                 result = wrapped(*args, **prepared.kwargs)
@@ -306,7 +308,7 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any
         prepared = _prepare(telemetry, endpoint, instance, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
-        token = _ACTIVE.set(prepared.call.span)
+        token = _ACTIVE.set(prepared.call)
         try:
             try:
                 result = await wrapped(*args, **prepared.kwargs)

@@ -12,13 +12,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter, NoOpHistogram
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    Span,
+    SpanKind,
+    StatusCode,
+    Tracer,
+)
 
 from . import semconv
-from ._coexist import mark_parent
+from ._coexist import encloses_call, mark
 from .records import Outcome
 
 logger = logging.getLogger("otelstats.instrumentation")
@@ -101,14 +109,22 @@ class Telemetry:
             remembered.popitem(last=False)
 
     def start(
-        self, operation: str, model: str | None, attributes: dict[str, Any], parent: Span
+        self,
+        operation: str,
+        model: str | None,
+        attributes: dict[str, Any],
+        context: Context,
+        parent: Span,
     ) -> Call:
-        """Start the span of one call; `parent` is the current span (maybe another tool's span
-        of this same call, see `_coexist`)."""
+        """Start one call in `context`, whose span is `parent` (maybe another tool's span of this
+        same call, see `_coexist`)."""
         name = f"{operation} {model}" if model else operation
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-        mark_parent(span, parent)
-        return Call(self, span, operation, attributes)
+        call = Call(self, name, operation, attributes, context)
+        if encloses_call(parent):
+            ours = call.span_now()
+            if ours is not None:
+                mark(parent, ours)
+        return call
 
 
 def _int(value: Any) -> int | None:
@@ -171,22 +187,70 @@ _METRIC_KEYS = (
 )
 
 
-class Call:
-    """One user call. `end()` finishes the span and records the metrics, once."""
+_STARTING: Final = NonRecordingSpan(INVALID_SPAN_CONTEXT)
+"""`Call.span` while the call's span is being started (a span processor may ask for it then)."""
 
-    __slots__ = ("attributes", "done", "operation", "remember", "span", "start", "telemetry")
+
+class Call:
+    """One user call. `end()` records its span and its metrics, once.
+
+    The span is started when the call ends, with the call's start time and every attribute at
+    once: one pass through the SDK's span code instead of two, which the SDK's work in between
+    would have evicted from the CPU's caches. Only another tool's span of the same call needs our
+    span's id earlier (`_coexist`): `span_now()` then starts it at once.
+    """
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "done",
+        "name",
+        "operation",
+        "remember",
+        "span",
+        "start",
+        "start_ns",
+        "telemetry",
+    )
 
     def __init__(
-        self, telemetry: Telemetry, span: Span, operation: str, attributes: dict[str, Any]
+        self,
+        telemetry: Telemetry,
+        name: str,
+        operation: str,
+        attributes: dict[str, Any],
+        context: Context,
     ) -> None:
         self.telemetry = telemetry
-        self.span = span
+        self.name = name
         self.operation = operation
         self.attributes = attributes
+        self.context = context
+        """The context the call started in: its span's parent."""
+        self.span: Span | None = None
+        self.start_ns = time.time_ns()
         self.start = time.perf_counter()
         self.done = False
         self.remember = False
         """Responses API: remember response id -> conversation id for `previous_response_id`."""
+
+    def span_now(self) -> Span | None:
+        """The call's span, started now if it was not yet; None while it is being started."""
+        span = self.span
+        if span is None:
+            return self._start_span(self.attributes)
+        return None if span is _STARTING else span
+
+    def _start_span(self, attributes: dict[str, Any]) -> Span:
+        self.span = _STARTING
+        span = self.span = self.telemetry.tracer.start_span(
+            self.name,
+            self.context,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=self.start_ns,
+        )
+        return span
 
     def end(
         self,
@@ -216,14 +280,17 @@ class Call:
         per_chunk_s: float | None,
     ) -> None:
         duration = time.perf_counter() - self.start
-        span = self.span
         if outcome != "ok":  # ok is what `span_to_record` reads from a span without one
             attributes[semconv.OTELSTATS_OUTCOME] = outcome
         if first_chunk_s is not None:
             attributes[semconv.RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_s
         if error is not None and semconv.ERROR_TYPE not in attributes:
             attributes[semconv.ERROR_TYPE] = type(error).__qualname__
-        span.set_attributes(attributes)
+        span = self.span
+        if span is None:
+            span = self._start_span({**self.attributes, **attributes})
+        else:
+            span.set_attributes(attributes)
         if outcome == "error" or (outcome == "incomplete" and error is not None):
             span.set_status(StatusCode.ERROR, str(error)[:200] if error is not None else None)
         span.end()

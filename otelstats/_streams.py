@@ -147,7 +147,12 @@ class ChatState(StreamState):
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
-                    self._content()
+                    # `_content`, written out: the hottest line of a chat stream.
+                    now = time.perf_counter()
+                    if self.first is None:
+                        self.first = now
+                    self.last = now
+                    self.content += 1
                 reason = choice.finish_reason
                 if reason:
                     self.reasons[choice.index] = reason
@@ -247,9 +252,19 @@ def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[
     """The SDK's iteration, watched. Dropping this iterator does not end the call (the SDK's
     stream stays open and a new loop goes on where this one stopped): close, `with` exit or
     the proxy's garbage collection do, so the proxy is kept alive while this iterator is."""
+    call = state.call
     try:
         for item in chunks:
-            if state.show(item):
+            # `show`, written out: one Python call less per chunk on the common path.
+            if call.done:
+                yield item
+                continue
+            try:
+                hide = state.feed(item)
+            except Exception:
+                state.feed_failed()
+                hide = False
+            if not hide:
                 yield item
     except BaseException as exc:
         state.failed(exc)
@@ -261,9 +276,18 @@ async def _awatched(
     proxy: Any, chunks: AsyncIterator[Any], state: StreamState
 ) -> AsyncIterator[Any]:
     """`_watched` for the async SDK stream."""
+    call = state.call
     try:
         async for item in chunks:
-            if state.show(item):
+            if call.done:
+                yield item
+                continue
+            try:
+                hide = state.feed(item)
+            except Exception:
+                state.feed_failed()
+                hide = False
+            if not hide:
                 yield item
     except BaseException as exc:
         state.failed(exc)

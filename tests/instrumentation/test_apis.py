@@ -180,7 +180,8 @@ def test_conversation_ids_set_by_the_app(otel: Otel, client: openai.OpenAI) -> N
 
 
 class _BrokenTracerProvider(TracerProvider):
-    """A tracer provider whose spans cannot start: an internal failure of otelstats."""
+    """A tracer provider whose spans cannot start: an internal failure of otelstats (met as a
+    call ends, when otelstats starts the call's span)."""
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
         tracer = super().get_tracer(*args, **kwargs)
@@ -206,7 +207,7 @@ def test_internal_failure_is_logged_once_and_swallowed(
     assert first.choices[0].message.content
     assert len(chunks) == 11
     assert [r.message for r in caplog.records].count(
-        "otelstats: internal error in starting a call (call unaffected)"
+        "otelstats: internal error in ending a span (call unaffected)"
     ) == 1
 
 

@@ -4,7 +4,9 @@ every call, and otelstats' statistics still hold exactly one record per user cal
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -97,3 +99,45 @@ def test_uninstrumented_otelstats_no_longer_marks(server: FakeOpenAIServer) -> N
         theirs.uninstrument()
     (only,) = spans.get_finished_spans()
     assert semconv.OTELSTATS_DUPLICATE_OF not in (only.attributes or {})
+
+
+class _OursBrokenProvider(TracerProvider):
+    """Only otelstats' spans cannot start (an internal failure of otelstats)."""
+
+    def get_tracer(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        tracer = super().get_tracer(name, *args, **kwargs)
+        if "otelstats" in name:
+
+            def start_span(*a: Any, **k: Any) -> Any:
+                raise RuntimeError("injected failure")
+
+            tracer.start_span = start_span  # type: ignore[method-assign]
+        return tracer
+
+
+def test_failing_to_mark_never_breaks_the_other_tool(
+    server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ours outside: our span is started inside openai-v2's `start_span` to mark theirs. When that
+    fails, their span, their export and the user's call go on."""
+    spans = InMemorySpanExporter()
+    provider = _OursBrokenProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    ours, theirs = OpenAIInstrumentor(), openai_v2.OpenAIInstrumentor()
+    theirs.instrument(tracer_provider=provider)  # instrumented first: inside
+    ours.instrument(tracer_provider=provider)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="otelstats.instrumentation"),
+            openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client,
+        ):
+            reply = client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    finally:
+        ours.uninstrument()
+        theirs.uninstrument()
+    assert reply.choices[0].message.content
+    (only,) = spans.get_finished_spans()  # theirs; ours could not start
+    assert "otelstats" not in (
+        only.instrumentation_scope.name if only.instrumentation_scope else ""
+    )
+    assert "otelstats: could not mark a duplicate span" in [r.message for r in caplog.records]
