@@ -82,7 +82,7 @@ class DuplicateMarker:
             return
         try:  # inside another tool's start_span: nothing may raise from here
             ours = call.span_now()  # None: this span is ours, starting
-            if ours is not None and span is not ours:
+            if ours is not None:
                 mark(span, ours)
         except Exception:
             logger.warning("otelstats: could not mark a duplicate span", exc_info=True)
