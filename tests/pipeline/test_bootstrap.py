@@ -23,7 +23,7 @@ from otelstats.runner import run_program
 from .helpers import count_calls
 
 _PRELUDE = """
-import os, sys
+import os, sys, time
 from openai import OpenAI
 from otelstats.fake_server import FakeOpenAIServer
 
@@ -36,6 +36,14 @@ def calls(n, model="m"):
     )
     for _chunk in stream:
         pass
+
+def idle():
+    # Short sleeps, not one long one: CPython runs a Python signal handler on the main thread
+    # between bytecodes, so a SIGTERM landing just before a blocking call starts (or on another
+    # thread) waits for that call to return. That holds for every Python handler, the app's own
+    # and KeyboardInterrupt's included; these tests are about what otelstats does once it runs.
+    for _ in range(1200):
+        time.sleep(0.1)
 
 SERVER = FakeOpenAIServer().start()
 """
@@ -123,7 +131,7 @@ def test_sigterm_flushes_then_terminates(tmp_path: Path) -> None:
         otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
         calls(3)
         print("ready", flush=True)
-        time.sleep(120)
+        idle()
         """,
     )
     code, _ = _terminate_when_ready(tmp_path, script, db)
@@ -145,7 +153,7 @@ def test_sigterm_chains_to_the_apps_own_handler(tmp_path: Path) -> None:
         otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
         calls(2)
         print("ready", flush=True)
-        time.sleep(120)
+        idle()
         """,
     )
     code, rest = _terminate_when_ready(tmp_path, script, db)
