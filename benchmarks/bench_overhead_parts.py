@@ -14,12 +14,16 @@ about half an hour for 3 layouts at N=500 here:
 
     .venv/bin/python -m benchmarks.bench_overhead_parts --callgrind non_stream 500
 
-`--time [KIND] [ROUNDS]` times the parts instead, in CPU time, the modes interleaved in one
-process (full-nowrite left out). Time and instructions part ways here: otelstats' own logic and
-span run at fewer instructions per µs than the SDK's hot loop (code run once per call, from cold
-caches), so the ratio in time is higher than in instructions:
+`--time [KIND] [ROUNDS] [PROCESSES]` times the parts instead, in CPU time (every thread):
+PROCESSES fresh interpreters (default 3, hash seeds 1..N), each visiting every mode ROUNDS
+times (default 60; full-nowrite left out) in short blocks of 10 calls, so each mode sees the
+same stretches of a noisy machine; each mode's spans are exported every 10 visits, timed apart.
+It prints each process's parts by the lower quartile and the median of its visits, and the
+medians of the processes' ratios. Time and instructions part ways here: otelstats' own logic
+and span run at fewer instructions per µs than the SDK's hot loop (code run once per call,
+from cold caches):
 
-    .venv/bin/python -m benchmarks.bench_overhead_parts --time stream_short 20
+    .venv/bin/python -m benchmarks.bench_overhead_parts --time stream_short
 
 Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
 bench_overhead does):
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import re
 import shutil
@@ -180,59 +185,111 @@ def count(kind: str, calls: int, layouts: int) -> int:
 
 
 def _usage() -> int:
-    print("usage: MODE N [KIND] | --callgrind [KIND] [N] [LAYOUTS] | --time [KIND] [ROUNDS]; "
+    print("usage: MODE N [KIND] | --callgrind [KIND] [N] [LAYOUTS] | --time [KIND] [ROUNDS] "
+          "[PROCESSES]; "
           f"MODE one of {', '.join(MODES)}; KIND one of {', '.join(KINDS)}",
           file=sys.stderr)  # fmt: skip
     return 2
 
 
 TIMED_MODES = ("bare", "noop", "sdk", "full", "openai-v2")  # full-nowrite patches Store.write
+Samples = dict[str, dict[str, list[float]]]
+"""Per mode: "calls", CPU µs per call of each visit; "export", CPU µs per call of each flush."""
 
 
-def timed(kind: str, rounds: int, calls: int = 100) -> None:
-    """The parts in CPU time instead of instructions: the modes interleaved (order rotated) in
-    one process, a block of `calls` per mode and round after 3 calls of warm-up, then the flush.
-    Medians over rounds of (mode - bare) per call; noisy here, but it shows where time and
-    instructions part ways."""
+def timed_one(kind: str, rounds: int, calls: int = 10, flush_every: int = 10) -> Samples:
+    """One process: every round visits every mode (order rotated), switches it on, makes 2
+    warm-up calls, then times `calls` calls (CPU time, every thread). Visits are short (~0.1 s
+    for a stream) so that every mode is measured through the same stretches of a noisy
+    machine. A mode's spans are exported every `flush_every` visits (~100 calls, as a busy
+    app's BatchSpanProcessor would batch them), timed apart and divided by the calls exported."""
     sync, async_ = make_clients()
-    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in TIMED_MODES}
+    samples: Samples = {m: {"calls": [], "export": []} for m in TIMED_MODES}
     with tempfile.TemporaryDirectory() as tmp:
         modes = [Mode(m, Path(tmp) / "parts.db") for m in TIMED_MODES]
+        for mode in modes:  # the database made and every mode's code loaded, untimed
+            with mode:
+                block(kind, sync, async_, 3)
+                if mode.flushed is not None:
+                    mode.flushed.force_flush()
         for r in range(rounds):
+            flush = (r + 1) % flush_every == 0 or r == rounds - 1
             for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
                 with mode:
-                    block(kind, sync, async_, 3)
+                    block(kind, sync, async_, 2)
                     gc.collect()
-                    cpu = time.process_time()
+                    cpu = time.process_time_ns()
                     block(kind, sync, async_, calls)
-                    run = time.process_time() - cpu
-                    if mode.flushed is not None:
+                    run = time.process_time_ns() - cpu
+                    samples[mode.name]["calls"].append(run / calls / 1e3)
+                    if flush and mode.flushed is not None:
+                        exported = (r % flush_every + 1) * (calls + 2)
+                        cpu = time.process_time_ns()
                         mode.flushed.force_flush()
-                    flush = time.process_time() - cpu - run
-                samples[mode.name].append((run / calls * 1e6, flush / calls * 1e6))
+                        took = time.process_time_ns() - cpu
+                        samples[mode.name]["export"].append(took / exported / 1e3)
         for mode in modes:
             if mode.flushed is not None:
                 mode.flushed.shutdown()
-    bare = statistics.median(run for run, _ in samples["bare"])
-    print(
-        f"{kind}, {rounds} rounds of {calls} calls, CPU µs per call (medians), over the bare SDK:"
-    )
-    total = {}
-    for name, rows in samples.items():
-        run = statistics.median(r for r, _ in rows) - bare
-        flush = statistics.median(f for _, f in rows)
-        total[name] = run + flush
-        print(f"  {name:10s} calls +{run:7.1f}   export +{flush:6.1f}   total +{total[name]:7.1f}")
-    print(f"  ratio otelstats (full) / openai-v2: {total['full'] / total['openai-v2']:.2f}")
+    return samples
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The lower quartile (q = 0.25: a neighbour's load only adds time) or the median."""
+    if q == 0.5 or len(values) < 2:
+        return statistics.median(values)
+    return statistics.quantiles(values, n=4, method="inclusive")[0]
+
+
+def report_time(kind: str, samples: Samples) -> dict[str, float]:
+    """Print one process's parts over the bare SDK; return its ratios by estimator."""
+    ratios = {}
+    bare_calls = samples["bare"]["calls"]
+    for name, q in (("lower quartile", 0.25), ("median", 0.5)):
+        bare = _quantile(bare_calls, q)
+        print(f"  {name} of {len(bare_calls)} visits, CPU µs per call over the bare SDK "
+              f"({bare:.0f} µs); export, median of each flush's µs per call:")  # fmt: skip
+        total = {}
+        for mode in TIMED_MODES[1:]:
+            found = samples[mode]
+            export = statistics.median(found["export"]) if found["export"] else 0.0
+            total[mode] = _quantile(found["calls"], q) - bare + export
+            print(f"    {mode:10s} +{total[mode]:7.1f}  (export {export:5.1f})")
+        ratios[name] = total["full"] / total["openai-v2"]
+        print(f"    ratio otelstats (full) / openai-v2: {ratios[name]:.3f}")
+    return ratios
+
+
+def timed(kind: str, rounds: int, processes: int) -> None:
+    """`processes` fresh interpreters in turn (hash seeds 1..N: set and dict layouts differ
+    between processes and move a ratio by a few hundredths), each timing every mode with
+    `timed_one`; each process's parts and ratios, then the medians of its ratios."""
+    found: dict[str, list[float]] = {}
+    for seed in range(1, processes + 1):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        command = [sys.executable, "-m", "benchmarks.bench_overhead_parts", "--time-one", kind,
+                   str(rounds)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        print(f"{kind}, process {seed} of {processes}:")
+        for name, ratio in report_time(kind, json.loads(done.stdout)).items():
+            found.setdefault(name, []).append(ratio)
+    for name, ratios in found.items():
+        each = ", ".join(f"{r:.3f}" for r in ratios)
+        print(f"ratio by {name}, median of {processes} processes: "
+              f"{statistics.median(ratios):.3f} ({each})")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--time-one"]:  # one process of `--time`, its samples as JSON
+        print(json.dumps(timed_one(argv[1], int(argv[2]))))
+        return 0
     if argv[:1] == ["--time"]:
         kind = argv[1] if len(argv) > 1 else "non_stream"
-        rounds = int(argv[2]) if len(argv) > 2 else 20
-        if kind not in KINDS or rounds < 1:
+        rounds = int(argv[2]) if len(argv) > 2 else 60
+        processes = int(argv[3]) if len(argv) > 3 else 3
+        if kind not in KINDS or rounds < 1 or processes < 1:
             return _usage()
-        timed(kind, rounds)
+        timed(kind, rounds, processes)
         return 0
     if argv[:1] == ["--callgrind"]:
         kind = argv[1] if len(argv) > 1 else "non_stream"
