@@ -241,7 +241,7 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=4, method="inclusive")[0]
 
 
-def report_time(kind: str, samples: Samples) -> dict[str, float]:
+def report_time(samples: Samples) -> dict[str, float]:
     """Print one process's parts over the bare SDK; return its ratios by estimator."""
     ratios = {}
     bare_calls = samples["bare"]["calls"]
@@ -271,7 +271,7 @@ def timed(kind: str, rounds: int, processes: int) -> None:
                    str(rounds)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         print(f"{kind}, process {seed} of {processes}:")
-        for name, ratio in report_time(kind, json.loads(done.stdout)).items():
+        for name, ratio in report_time(json.loads(done.stdout)).items():
             found.setdefault(name, []).append(ratio)
     for name, ratios in found.items():
         each = ", ".join(f"{r:.3f}" for r in ratios)
