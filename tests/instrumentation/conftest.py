@@ -26,6 +26,8 @@ class Otel:
     instrumentor: OpenAIInstrumentor
     spans: InMemorySpanExporter
     reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    """The provider otelstats traces with (the app's own spans too, where a test makes some)."""
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -63,7 +65,7 @@ def make_otel(**options: Any) -> Otel:
         conversation_salt=b"test-salt",
         **options,
     )
-    return Otel(instrumentor, spans, reader)
+    return Otel(instrumentor, spans, reader, tracer_provider)
 
 
 @pytest.fixture

@@ -9,27 +9,13 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 from otelstats.fake_server import FakeOpenAIServer
-from otelstats.instrumentation import OpenAIInstrumentor
 
-from .conftest import MESSAGES
+from .conftest import MESSAGES, Otel
 
 TOKEN_DELAY = 0.02
-
-
-@pytest.fixture
-def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    yield provider, spans
-    instrumentor.uninstrument()
 
 
 @pytest.fixture
@@ -38,17 +24,17 @@ def slow_server() -> Iterator[FakeOpenAIServer]:
         yield fake
 
 
-def _ours(spans: InMemorySpanExporter) -> list[ReadableSpan]:
-    found = spans.get_finished_spans()
+def _ours(otel: Otel) -> list[ReadableSpan]:
     return [
-        s for s in found if s.instrumentation_scope and "otelstats" in s.instrumentation_scope.name
+        s
+        for s in otel.finished()
+        if s.instrumentation_scope and "otelstats" in s.instrumentation_scope.name
     ]
 
 
 def test_stream_span_runs_from_the_request_to_the_last_chunk(
-    traced: tuple[TracerProvider, InMemorySpanExporter], slow_server: FakeOpenAIServer
+    otel: Otel, slow_server: FakeOpenAIServer
 ) -> None:
-    _, spans = traced
     with openai.OpenAI(base_url=slow_server.base_url, api_key="k", max_retries=0) as client:
         before = time.time_ns()
         stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
@@ -58,7 +44,7 @@ def test_stream_span_runs_from_the_request_to_the_last_chunk(
             chunks += 1
             last_chunk = time.time_ns()
         after = time.time_ns()
-    (span,) = _ours(spans)
+    (span,) = _ours(otel)
     assert span.start_time is not None
     assert span.end_time is not None
     assert before <= span.start_time <= returned
@@ -67,11 +53,8 @@ def test_stream_span_runs_from_the_request_to_the_last_chunk(
     assert span.end_time - span.start_time >= (chunks - 2) * TOKEN_DELAY * 1e9
 
 
-def test_span_keeps_the_parent_the_call_started_under(
-    traced: tuple[TracerProvider, InMemorySpanExporter], server: FakeOpenAIServer
-) -> None:
-    provider, spans = traced
-    tracer = provider.get_tracer("app")
+def test_span_keeps_the_parent_the_call_started_under(otel: Otel, server: FakeOpenAIServer) -> None:
+    tracer = otel.tracer_provider.get_tracer("app")
     with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
         with tracer.start_as_current_span("turn") as turn:
             stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
@@ -79,7 +62,7 @@ def test_span_keeps_the_parent_the_call_started_under(
             for _chunk in stream:  # read under another span: the call's parent stays "turn"
                 pass
         client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
-    streamed, plain = _ours(spans)
+    streamed, plain = _ours(otel)
     assert streamed.parent is not None
     assert streamed.parent.span_id == turn.get_span_context().span_id
     assert streamed.context.trace_id == turn.get_span_context().trace_id
@@ -88,10 +71,9 @@ def test_span_keeps_the_parent_the_call_started_under(
 
 
 def test_async_stream_read_in_another_task_keeps_its_parent(
-    traced: tuple[TracerProvider, InMemorySpanExporter], server: FakeOpenAIServer
+    otel: Otel, server: FakeOpenAIServer
 ) -> None:
-    provider, spans = traced
-    tracer = provider.get_tracer("app")
+    tracer = otel.tracer_provider.get_tracer("app")
 
     async def main() -> int:
         async with openai.AsyncOpenAI(
@@ -110,6 +92,6 @@ def test_async_stream_read_in_another_task_keeps_its_parent(
             return turn.get_span_context().span_id
 
     turn_id = asyncio.run(main())
-    (span,) = _ours(spans)
+    (span,) = _ours(otel)
     assert span.parent is not None
     assert span.parent.span_id == turn_id
