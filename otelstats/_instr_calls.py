@@ -56,11 +56,6 @@ EMBEDDINGS = Endpoint(semconv.OPERATION_EMBEDDINGS, None)
 RESPONSES = Endpoint(semconv.OPERATION_CHAT, ResponsesState, remember=True)
 
 
-def _given(value: Any) -> bool:
-    """The SDK's `omit` / `NOT_GIVEN` sentinels are falsy; None means not given as well."""
-    return value is not None and bool(value)
-
-
 def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None, str]:
     """(host, port, base URL text) of the client, parsed once per base URL object."""
     client = getattr(instance, "_client", None)
@@ -123,7 +118,9 @@ class Prepared:
         current = get_current_span(context)
         if endpoint is not EMBEDDINGS:
             remembered = telemetry.response_conversations if endpoint.remember else None
-            conv = resolve_conversation(kwargs, options.conversation_salt, remembered, current)
+            conv = resolve_conversation(
+                kwargs, options.conversation_salt, remembered, current, context
+            )
             if conv:
                 attrs[semconv.CONVERSATION_ID] = conv
         if options.capture_content:
@@ -140,7 +137,7 @@ class Prepared:
             and self.base_url not in telemetry.rejects_stream_options
         ):
             requested = kwargs.get("stream_options")
-            if not _given(requested):
+            if not requested:  # absent, None, or the SDK's falsy `omit` / `NOT_GIVEN`
                 self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
                 self.hide_usage = True
             elif (

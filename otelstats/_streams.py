@@ -11,8 +11,8 @@ generator); `next()` on the proxy itself goes through `__next__`.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
+from time import perf_counter
 from types import TracebackType
 from typing import Any
 
@@ -64,15 +64,25 @@ class StreamState:
         """Watch one chunk: False for the usage-only chunk otelstats asked for itself. A chunk
         that otelstats cannot read ends the call now and still goes to the user."""
         if self.call.done:
-            return True
+            return not self.hides(item)
         try:
             return not self.feed(item)
         except Exception:
             self.feed_failed()
-            return True
+            return not self.hides(item)
+
+    def hides(self, item: Any) -> bool:
+        """Once the call has ended early (a chunk otelstats could not read): read nothing more,
+        but still hide the usage-only chunk otelstats asked for. Never raises."""
+        if not self.hide_usage:
+            return False
+        try:
+            return not item.choices and item.usage is not None
+        except Exception:
+            return False
 
     def _content(self) -> None:
-        now = time.perf_counter()
+        now = perf_counter()
         if self.first is None:
             self.first = now
         self.last = now
@@ -87,8 +97,11 @@ class StreamState:
             attrs[semconv.RESPONSE_MODEL] = self.model
         if self.response_id:
             attrs[semconv.RESPONSE_ID] = self.response_id
-        if self.reasons:
-            attrs[semconv.RESPONSE_FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        reasons = self.reasons
+        if len(reasons) == 1:  # one choice: no sort
+            attrs[semconv.RESPONSE_FINISH_REASONS] = list(reasons.values())
+        elif reasons:
+            attrs[semconv.RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
         reported = usage_attributes(self.usage)
         if reported:
             attrs.update(reported)
@@ -139,16 +152,12 @@ class ChatState(StreamState):
             self.response_id = item.id
         choices = item.choices
         usage = item.usage
-        extra = item.__pydantic_extra__
-        if extra and "timings" in extra:
-            # llama.cpp: on the finish chunk, or on the usage-only chunk when usage was asked for.
-            self.extra.update(timings_attributes(extra["timings"]))
         if choices:
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
                     # `_content`, written out: the hottest line of a chat stream.
-                    now = time.perf_counter()
+                    now = perf_counter()
                     if self.first is None:
                         self.first = now
                     self.last = now
@@ -157,16 +166,25 @@ class ChatState(StreamState):
                 if reason:
                     self.reasons[choice.index] = reason
                     self.finished = True
+                    self._timings(item)
             if usage is not None:
                 self.usage = usage  # the last one wins: continuous usage is cumulative
             elif self.hide_usage and "usage" in item.__pydantic_fields_set__:
                 # otelstats asked for usage; the caller did not: keep `usage` unset as it would be.
                 item.__pydantic_fields_set__.discard("usage")
             return False
+        self._timings(item)
         if usage is not None:
             self.usage = usage
             return self.hide_usage
         return False
+
+    def _timings(self, item: Any) -> None:
+        """llama.cpp's `timings`: on the finish chunk, or on the usage-only chunk when usage
+        was asked for (read there only, not from every chunk)."""
+        extra = item.__pydantic_extra__
+        if extra and "timings" in extra:
+            self.extra.update(timings_attributes(extra["timings"]))
 
 
 class CompletionState(StreamState):
@@ -252,18 +270,18 @@ def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[
     """The SDK's iteration, watched. Dropping this iterator does not end the call (the SDK's
     stream stays open and a new loop goes on where this one stopped): close, `with` exit or
     the proxy's garbage collection do, so the proxy is kept alive while this iterator is."""
-    call = state.call
+    feed = state.feed
     try:
         for item in chunks:
-            # `show`, written out: one Python call less per chunk on the common path.
-            if call.done:
-                yield item
-                continue
+            # `show`, written out: one Python call less per chunk on the common path. The
+            # call ends early only when a chunk cannot be read (then `feed` is swapped for
+            # `hides`) or when the stream is closed, after which no chunk arrives.
             try:
-                hide = state.feed(item)
+                hide = feed(item)
             except Exception:
-                state.feed_failed()
-                hide = False
+                state.feed_failed()  # the call ends; the rest of the stream is not read
+                feed = state.hides
+                hide = feed(item)
             if not hide:
                 yield item
     except BaseException as exc:
@@ -276,17 +294,15 @@ async def _awatched(
     proxy: Any, chunks: AsyncIterator[Any], state: StreamState
 ) -> AsyncIterator[Any]:
     """`_watched` for the async SDK stream."""
-    call = state.call
+    feed = state.feed
     try:
         async for item in chunks:
-            if call.done:
-                yield item
-                continue
             try:
-                hide = state.feed(item)
+                hide = feed(item)
             except Exception:
-                state.feed_failed()
-                hide = False
+                state.feed_failed()  # the call ends; the rest of the stream is not read
+                feed = state.hides
+                hide = feed(item)
             if not hide:
                 yield item
     except BaseException as exc:

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import baggage
+from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import semconv
@@ -41,9 +42,10 @@ def current_conversation() -> str | None:
     return _CONVERSATION.get()
 
 
-def app_conversation(current: Span) -> str | None:
-    """An id the application set itself: OTel baggage, or on the current (SDK) span."""
-    value = baggage.get_baggage(semconv.CONVERSATION_ID)
+def app_conversation(current: Span, context: Context | None = None) -> str | None:
+    """An id the application set itself: OTel baggage, or on the current (SDK) span (both of
+    `context`, by default the current one)."""
+    value = baggage.get_baggage(semconv.CONVERSATION_ID, context)
     if isinstance(value, str) and value:
         return value
     if current is INVALID_SPAN:  # no span is current (the common case): nothing to read
@@ -171,13 +173,14 @@ def resolve(
     salt: bytes,
     remembered: Mapping[str, str] | None,
     current: Span,
+    context: Context | None = None,
 ) -> str | None:
     """The conversation id of a call, by precedence: explicit, app-set (baggage, or the current
-    span `current`), Responses chain, fingerprint."""
+    span `current`, of `context`), Responses chain, fingerprint."""
     explicit = _CONVERSATION.get()
     if explicit is not None:
         return explicit
-    app = app_conversation(current)
+    app = app_conversation(current, context)
     if app is not None:
         return app
     conv = kwargs.get("conversation")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -162,3 +165,65 @@ def test_cancelled_task_ends_as_cancelled(
 
     asyncio.run(run())
     assert otel.record().outcome == "cancelled"
+
+
+_BASE = {"id": "chatcmpl-u", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+UNREADABLE = [
+    {**_BASE, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {**_BASE, "choices": [{"index": 0, "delta": {"content": "Hi"}}]},
+    {**_BASE, "choices": ["?"]},  # not a choice: otelstats cannot read this chunk
+    {**_BASE, "choices": ["?"]},  # nor this one (logged once all the same)
+    {**_BASE, "choices": [{"index": 0, "delta": {"content": "!"}}]},
+    {**_BASE, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    # The usage-only chunk otelstats asked for: the caller did not, so it never sees it.
+    {**_BASE, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+]
+
+
+def _unreadable_reply() -> Reply:
+    events = tuple(f"data: {json.dumps(e)}\n\n".encode() for e in UNREADABLE)
+    return Reply(raw_events=(*events, b"data: [DONE]\n\n"))
+
+
+@pytest.mark.parametrize("consume", ["for", "next", "async for"])
+def test_a_chunk_otelstats_cannot_read(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    client: openai.OpenAI,
+    new_aclient: Callable[[], openai.AsyncOpenAI],
+    caplog: pytest.LogCaptureFixture,
+    consume: str,
+) -> None:
+    """The call ends at the first chunk otelstats cannot read, logged once; the user still
+    gets every chunk the server sent for them, and still not the usage chunk otelstats asked
+    for. Nothing of the stream is read after that chunk."""
+    server.push(_unreadable_reply())
+
+    async def consume_async() -> list[Any]:
+        async with new_aclient() as aclient:
+            stream = await aclient.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+            return [chunk async for chunk in stream]
+
+    with caplog.at_level(logging.WARNING, logger="otelstats.instrumentation"):
+        if consume == "async for":
+            chunks = asyncio.run(consume_async())
+        elif consume == "next":
+            stream = _stream(client)
+            chunks = []
+            while (chunk := next(stream, None)) is not None:  # the proxy's own __next__
+                chunks.append(chunk)
+        else:
+            chunks = list(_stream(client))
+
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    sent = [event["choices"] for event in UNREADABLE[:-1]]
+    seen = [[c if isinstance(c, str) else c.model_dump(exclude_unset=True) for c in chunk.choices]
+            for chunk in chunks]  # fmt: skip
+    assert seen == sent
+    record = otel.record()
+    assert record.outcome == "incomplete"  # no finish reason had been read
+    assert (record.output_tokens, record.tokens_source) == (1, "counted")  # "Hi" only
+    errors = [r for r in caplog.records if "reading a stream chunk" in r.getMessage()]
+    assert len(errors) == 1
