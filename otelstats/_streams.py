@@ -11,7 +11,7 @@ generator); `next()` on the proxy itself goes through `__next__`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import perf_counter
 from types import TracebackType
 from typing import Any
@@ -63,13 +63,16 @@ class StreamState:
     def show(self, item: Any) -> bool:
         """Watch one chunk: False for the usage-only chunk otelstats asked for itself. A chunk
         that otelstats cannot read ends the call now and still goes to the user."""
-        if self.call.done:
-            return not self.hides(item)
         try:
-            return not self.feed(item)
-        except Exception:
+            return not self.reader()(item)
+        except Exception:  # from `feed`: `hides` never raises
             self.feed_failed()
             return not self.hides(item)
+
+    def reader(self) -> Callable[[Any], bool]:
+        """What reads the next chunks (True: hide it): `feed`, or `hides` once the call has
+        ended (a new loop over a stream whose call ended at a chunk otelstats could not read)."""
+        return self.hides if self.call.done else self.feed
 
     def hides(self, item: Any) -> bool:
         """Once the call has ended early (a chunk otelstats could not read): read nothing more,
@@ -270,7 +273,7 @@ def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[
     """The SDK's iteration, watched. Dropping this iterator does not end the call (the SDK's
     stream stays open and a new loop goes on where this one stopped): close, `with` exit or
     the proxy's garbage collection do, so the proxy is kept alive while this iterator is."""
-    feed = state.feed
+    feed = state.reader()
     try:
         for item in chunks:
             # `show`, written out: one Python call less per chunk on the common path. The
@@ -294,7 +297,7 @@ async def _awatched(
     proxy: Any, chunks: AsyncIterator[Any], state: StreamState
 ) -> AsyncIterator[Any]:
     """`_watched` for the async SDK stream."""
-    feed = state.feed
+    feed = state.reader()
     try:
         async for item in chunks:
             try:

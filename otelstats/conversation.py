@@ -42,9 +42,9 @@ def current_conversation() -> str | None:
     return _CONVERSATION.get()
 
 
-def app_conversation(current: Span, context: Context | None = None) -> str | None:
-    """An id the application set itself: OTel baggage, or on the current (SDK) span (both of
-    `context`, by default the current one)."""
+def app_conversation(current: Span, context: Context) -> str | None:
+    """An id the application set itself: OTel baggage of `context`, or on its current span
+    `current` (an SDK span)."""
     value = baggage.get_baggage(semconv.CONVERSATION_ID, context)
     if isinstance(value, str) and value:
         return value
@@ -173,7 +173,7 @@ def resolve(
     salt: bytes,
     remembered: Mapping[str, str] | None,
     current: Span,
-    context: Context | None = None,
+    context: Context,
 ) -> str | None:
     """The conversation id of a call, by precedence: explicit, app-set (baggage, or the current
     span `current`, of `context`), Responses chain, fingerprint."""
