@@ -208,13 +208,12 @@ def test_empty_state_then_live_refresh(page: Any, fresh_site: Site) -> None:
     assert "otelstats run -- python app.py" in text
     shot(page, "empty")
     page.evaluate("() => window.__sameDocument = true")
+    # The empty state counts as a render too: wait for a render after it, so that the charts
+    # of this first refresh are drawn (plotly.js runs after the numbers) and the next render
+    # awaited below is the second refresh, not these charts arriving late.
+    empty = rendered(page)
     fresh_site.store.write([record(local_days_ago(0), input_tokens=1200, output_tokens=34)])
-    # Ready, and the charts drawn (plotly.js runs after the numbers), so that the next render
-    # awaited below is the refresh, not these charts arriving late.
-    page.wait_for_function(
-        "() => document.body.dataset.state === 'ready' && Boolean(document.body.dataset.rendered)",
-        timeout=10_000,
-    )
+    wait_rerendered(page, empty)
     assert page.evaluate("() => window.__sameDocument") is True  # no reload
     assert_cards_match(page, stats(fresh_site, "7d")["overview"])
     before = rendered(page)
