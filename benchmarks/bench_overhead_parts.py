@@ -25,6 +25,10 @@ from cold caches):
 
     .venv/bin/python -m benchmarks.bench_overhead_parts --time stream_short
 
+`--time chunks` times a stream of 10 and one of 210 chunks in every visit of every mode and
+prints what each mode adds per chunk over the bare SDK (the slope between the two lengths,
+in the same visits), and the ratio otelstats / openai-v2 per chunk.
+
 Modes, each adding one part to the one before (exported spans are flushed every 100 calls, as
 bench_overhead does):
   bare          the openai SDK alone
@@ -62,7 +66,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_overhead import block, make_clients
+from benchmarks.bench_overhead import LONG, SHORT, block, make_clients
 
 MODES = ("bare", "noop", "sdk", "full-nowrite", "full", "openai-v2")
 KINDS = ("non_stream", "async_non_stream", "stream_short", "async_stream_short", "stream_long")
@@ -193,18 +197,23 @@ def _usage() -> int:
 
 
 TIMED_MODES = ("bare", "noop", "sdk", "full", "openai-v2")  # full-nowrite patches Store.write
+CHUNKS = ("stream_short", "stream_long")
+"""`--time chunks`: both stream lengths in every visit; the cost per chunk is the slope."""
 Samples = dict[str, dict[str, list[float]]]
-"""Per mode: "calls", CPU µs per call of each visit; "export", CPU µs per call of each flush."""
+"""Per mode: per KIND timed, CPU µs per call of each visit; "export", CPU µs per call of each
+flush."""
 
 
 def timed_one(kind: str, rounds: int, calls: int = 10, flush_every: int = 10) -> Samples:
     """One process: every round visits every mode (order rotated), switches it on, makes 2
-    warm-up calls, then times `calls` calls (CPU time, every thread). Visits are short (~0.1 s
-    for a stream) so that every mode is measured through the same stretches of a noisy
-    machine. A mode's spans are exported every `flush_every` visits (~100 calls, as a busy
-    app's BatchSpanProcessor would batch them), timed apart and divided by the calls exported."""
+    warm-up calls, then times `calls` calls (CPU time, every thread); `chunks` does that for
+    a short and a long stream in each visit. Visits are short (~0.1 s for a short stream) so
+    that every mode is measured through the same stretches of a noisy machine. A mode's spans
+    are exported every `flush_every` visits (~100 calls, as a busy app's BatchSpanProcessor
+    would batch them), timed apart and divided by the calls exported."""
+    kinds = CHUNKS if kind == "chunks" else (kind,)
     sync, async_ = make_clients()
-    samples: Samples = {m: {"calls": [], "export": []} for m in TIMED_MODES}
+    samples: Samples = {m: {"export": [], **{k: [] for k in kinds}} for m in TIMED_MODES}
     with tempfile.TemporaryDirectory() as tmp:
         modes = [Mode(m, Path(tmp) / "parts.db") for m in TIMED_MODES]
         for mode in modes:  # the database made and every mode's code loaded, untimed
@@ -216,14 +225,15 @@ def timed_one(kind: str, rounds: int, calls: int = 10, flush_every: int = 10) ->
             flush = (r + 1) % flush_every == 0 or r == rounds - 1
             for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
                 with mode:
-                    block(kind, sync, async_, 2)
-                    gc.collect()
-                    cpu = time.process_time_ns()
-                    block(kind, sync, async_, calls)
-                    run = time.process_time_ns() - cpu
-                    samples[mode.name]["calls"].append(run / calls / 1e3)
+                    for each in kinds:
+                        block(each, sync, async_, 2)
+                        gc.collect()
+                        cpu = time.process_time_ns()
+                        block(each, sync, async_, calls)
+                        run = time.process_time_ns() - cpu
+                        samples[mode.name][each].append(run / calls / 1e3)
                     if flush and mode.flushed is not None:
-                        exported = (r % flush_every + 1) * (calls + 2)
+                        exported = (r % flush_every + 1) * (calls + 2) * len(kinds)
                         cpu = time.process_time_ns()
                         mode.flushed.force_flush()
                         took = time.process_time_ns() - cpu
@@ -241,10 +251,12 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=4, method="inclusive")[0]
 
 
-def report_time(samples: Samples) -> dict[str, float]:
+def report_time(samples: Samples, kind: str) -> dict[str, float]:
     """Print one process's parts over the bare SDK; return its ratios by estimator."""
+    if kind == "chunks":
+        return report_chunks(samples)
     ratios = {}
-    bare_calls = samples["bare"]["calls"]
+    bare_calls = samples["bare"][kind]
     for name, q in (("lower quartile", 0.25), ("median", 0.5)):
         bare = _quantile(bare_calls, q)
         print(f"  {name} of {len(bare_calls)} visits, CPU µs per call over the bare SDK "
@@ -253,10 +265,31 @@ def report_time(samples: Samples) -> dict[str, float]:
         for mode in TIMED_MODES[1:]:
             found = samples[mode]
             export = statistics.median(found["export"]) if found["export"] else 0.0
-            total[mode] = _quantile(found["calls"], q) - bare + export
+            total[mode] = _quantile(found[kind], q) - bare + export
             print(f"    {mode:10s} +{total[mode]:7.1f}  (export {export:5.1f})")
         ratios[name] = total["full"] / total["openai-v2"]
         print(f"    ratio otelstats (full) / openai-v2: {ratios[name]:.3f}")
+    return ratios
+
+
+def report_chunks(samples: Samples) -> dict[str, float]:
+    """Print one process's cost per streamed chunk over the bare SDK's: the slope between the
+    short and the long stream of the same visits (the export is per call: not in the slope)."""
+    ratios = {}
+    for name, q in (("lower quartile", 0.25), ("median", 0.5)):
+
+        def slope(mode: str, q: float = q) -> float:
+            short, long = (_quantile(samples[mode][k], q) for k in CHUNKS)
+            return (long - short) / (LONG - SHORT)
+
+        bare = slope("bare")
+        print(f"  {name} of {len(samples['bare'][CHUNKS[0]])} visits, CPU µs per chunk over "
+              f"the bare SDK's ({bare:.2f} µs, {SHORT} and {LONG} chunks):")  # fmt: skip
+        added = {mode: slope(mode) - bare for mode in TIMED_MODES[1:]}
+        for mode in TIMED_MODES[1:]:
+            print(f"    {mode:10s} {added[mode]:+8.2f}")
+        ratios[name] = added["full"] / added["openai-v2"]
+        print(f"    ratio otelstats (full) / openai-v2 per chunk: {ratios[name]:.3f}")
     return ratios
 
 
@@ -271,7 +304,7 @@ def timed(kind: str, rounds: int, processes: int) -> None:
                    str(rounds)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         print(f"{kind}, process {seed} of {processes}:")
-        for name, ratio in report_time(json.loads(done.stdout)).items():
+        for name, ratio in report_time(json.loads(done.stdout), kind).items():
             found.setdefault(name, []).append(ratio)
     for name, ratios in found.items():
         each = ", ".join(f"{r:.3f}" for r in ratios)
@@ -287,7 +320,7 @@ def main(argv: list[str]) -> int:
         kind = argv[1] if len(argv) > 1 else "non_stream"
         rounds = int(argv[2]) if len(argv) > 2 else 60
         processes = int(argv[3]) if len(argv) > 3 else 3
-        if kind not in KINDS or rounds < 1 or processes < 1:
+        if kind not in (*KINDS, "chunks") or rounds < 1 or processes < 1:
             return _usage()
         timed(kind, rounds, processes)
         return 0

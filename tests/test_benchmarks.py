@@ -3,6 +3,7 @@ speed targets live in benchmarks/README.md, measured by the full runs."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,50 @@ def test_overhead_parts_times_every_part() -> None:
     exports = [float(line[-1].rstrip(")")) for line in lines if line[:1] == ["full"]]
     assert all(export > 0 for export in exports), result.stdout  # the flush was timed
     assert "ratio by median, median of 1 processes:" in result.stdout
+
+
+def test_overhead_parts_times_the_cost_per_chunk() -> None:
+    """`bench_overhead_parts --time chunks`: short and long streams in the same visits, and
+    what each mode adds per chunk printed by both estimators (one round: figures mean nothing)."""
+    result = run_benchmark("bench_overhead_parts", "--time", "chunks", "1", "1")
+    lines = [line.split() for line in result.stdout.splitlines()]
+    for mode in ("noop", "sdk", "full", "openai-v2"):
+        found = [line for line in lines if line[:1] == [mode]]
+        assert len(found) == 2, result.stdout  # both estimators
+        assert all(len(line) == 2 and math.isfinite(float(line[1])) for line in found)
+    assert "CPU µs per chunk over the bare SDK's" in result.stdout
+    assert "ratio by lower quartile, median of 1 processes:" in result.stdout
+
+
+def test_profile_charges_a_sample_to_the_owner_of_its_innermost_frame() -> None:
+    """`bench_profile`: frames as py-spy writes them (`function (path:line)`, full paths of the
+    installed packages); standard-library frames own nothing and pass a sample to their caller."""
+    import copy
+
+    import openai.resources.chat.completions as completions
+    import opentelemetry.instrumentation.openai_v2 as v2
+    import opentelemetry.sdk._shared_internal as batching
+    import opentelemetry.sdk.trace as sdk_trace
+
+    import otelstats._instr_calls as ours
+    from benchmarks.bench_profile import charge
+
+    def frame(function: str, module: object) -> str:
+        return f"{function} ({module.__file__}:10)"  # type: ignore[attr-defined]
+
+    loop = f"block ({ROOT / 'benchmarks' / 'bench_overhead.py'}:121)"
+    main = "<module> (/usr/lib/python3.11/runpy.py:88)"
+    wrapper = frame("wrapper", ours)
+    stdlib = frame("deepcopy", copy)
+    assert charge([main, loop, wrapper]) == "otelstats"
+    assert charge([main, loop, wrapper, stdlib]) == "otelstats"
+    assert charge([main, loop, wrapper, frame("Tracer.start_span", sdk_trace)]) == "OTel SDK/API"
+    assert charge([main, loop, wrapper, frame("Completions.create", completions)]) == "openai SDK"
+    assert charge([main, loop, frame("traced_method", v2)]) == "openai-v2"
+    assert charge([main, loop, stdlib]) == "other"
+    # Outside the benchmark's calls: start-up, not a call's cost.
+    assert charge([main, wrapper]) is None
+    # An export, on the worker thread or in a flush, whatever it calls; not the database opened.
+    export = frame("BatchProcessor._export", batching)
+    assert charge(["worker (/usr/lib/python3.11/threading.py:975)", export, wrapper]) == "export"
+    assert charge([main, export, "StatsSpanExporter._open (/x/otelstats/exporter.py:248)"]) is None
