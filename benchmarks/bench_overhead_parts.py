@@ -312,6 +312,32 @@ def timed(kind: str, rounds: int, processes: int) -> None:
               f"{statistics.median(ratios):.3f} ({each})")  # fmt: skip
 
 
+WARM_UP = 100
+"""Calls every run of a mode makes before the ones it is asked for (`run_blocks`)."""
+
+
+def run_blocks(kind: str, calls: int, provider: Any, sync: Any, async_: Any) -> dict[str, float]:
+    """The loop of one run of a mode: WARM_UP calls, then `calls` in blocks of 100 (async: one
+    event loop each), each block's spans exported at its end on this thread when `provider` is
+    set. Returns CPU µs per call of the calls and of the exports after the warm-up, timed apart.
+
+    Warm-up calls are short streams for either stream kind: the two kinds' runs then differ by
+    exactly calls * 200 chunks."""
+    block("stream_short" if kind.startswith("stream") else kind, sync, async_, WARM_UP)
+    if provider is not None:
+        provider.force_flush()
+    spent = {"calls": 0, "export": 0}
+    for start in range(0, calls, 100):
+        cpu = time.process_time_ns()
+        block(kind, sync, async_, min(100, calls - start))
+        flushed = time.process_time_ns()
+        if provider is not None:
+            provider.force_flush()
+        spent["calls"] += flushed - cpu
+        spent["export"] += time.process_time_ns() - flushed
+    return {part: ns / max(calls, 1) / 1e3 for part, ns in spent.items()}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--time-one"]:  # one process of `--time`, its samples as JSON
         print(json.dumps(timed_one(argv[1], int(argv[2]))))
@@ -340,19 +366,13 @@ def main(argv: list[str]) -> int:
     cpu = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         provider = setup(mode, Path(tmp) / "parts.db")
-        # Warm-up calls are short streams for either stream kind: the two kinds' runs then
-        # differ by exactly calls * 200 chunks.
-        warm_up = "stream_short" if kind.startswith("stream") else kind
-        # Blocks of 100 calls (async: one event loop each), then a flush.
-        blocks = [(warm_up, 100)] + [(kind, min(100, calls - i)) for i in range(0, calls, 100)]
-        for block_kind, n in blocks:
-            block(block_kind, sync, async_, n)
-            if provider is not None:
-                provider.force_flush()
+        run_blocks(kind, calls, provider, sync, async_)
         if provider is not None:
             provider.shutdown()
-    cpu = (time.process_time() - cpu) / (100 + calls) * 1e6
-    print(f"{mode}: {100 + calls} calls, {cpu:.0f} µs CPU per call incl. warm-up (time is noisy:")
+    cpu = (time.process_time() - cpu) / (WARM_UP + calls) * 1e6
+    print(
+        f"{mode}: {WARM_UP + calls} calls, {cpu:.0f} µs CPU per call incl. warm-up (time is noisy:"
+    )
     print("count instructions with callgrind at two call counts, as the docstring shows)")
     return 0
 

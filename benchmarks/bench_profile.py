@@ -35,14 +35,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
+
+from benchmarks.bench_overhead import make_clients
+from benchmarks.bench_overhead_parts import WARM_UP, run_blocks, setup
 
 QUICK = "--quick" in sys.argv
 RATE = 1000
 """Samples per second."""
-WARM_UP = 100  # the calls `bench_overhead_parts` makes before the N it is asked for
 EXPORT = "BatchProcessor._export ("
 """The SDK's batch processor exporting a batch, on its worker thread or in a flush."""
 OPEN = "StatsSpanExporter._open ("
@@ -115,40 +116,34 @@ def py_spy() -> str:
 
 
 def child(mode: str, calls: int, kind: str) -> dict[str, float]:
-    """The profiled process: `calls` calls of `kind` in blocks of 100, each block's spans
-    exported at its end on this thread (`force_flush`); CPU µs per call of the calls and of the
-    exports, timed apart."""
-    from benchmarks.bench_overhead import block, make_clients
-    from benchmarks.bench_overhead_parts import setup
-
+    """The profiled process: one run of `mode` as `bench_overhead_parts` makes it; CPU µs per
+    call of the calls and of the exports, timed apart."""
     sync, async_ = make_clients()
     with tempfile.TemporaryDirectory() as tmp:
         provider = setup(mode, Path(tmp) / "profile.db")
-        block(kind, sync, async_, WARM_UP)  # warm-up; its export opens the database
-        provider.force_flush()
-        spent = {"calls": 0, "export": 0}
-        for start in range(0, calls, 100):
-            cpu = time.process_time_ns()
-            block(kind, sync, async_, min(100, calls - start))
-            flushed = time.process_time_ns()
-            provider.force_flush()
-            spent["calls"] += flushed - cpu
-            spent["export"] += time.process_time_ns() - flushed
+        spent = run_blocks(kind, calls, provider, sync, async_)
         provider.shutdown()
-    return {part: ns / calls / 1e3 for part, ns in spent.items()}
+    return spent
 
 
 def profile(mode: str, kind: str, calls: int, out: Path) -> dict[str, float]:
-    """CPU µs per call of each owner in one run of `mode`: the export as timed; the calls'
-    time shared out in proportion to their samples."""
+    """CPU µs per call of each owner in one run of `mode`, profiled by py-spy (`owner_times`)."""
     command = [py_spy(), "record", "--nonblocking", "--rate", str(RATE), "--format", "raw",
                "--full-filenames", "--output", str(out), "--", sys.executable, "-m",
                "benchmarks.bench_profile", "--child", mode, str(calls), kind,
                str(out.with_suffix(".json"))]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True)
-    timed = json.loads(out.with_suffix(".json").read_text())
+    return owner_times(
+        out.read_text().splitlines(), json.loads(out.with_suffix(".json").read_text())
+    )
+
+
+def owner_times(raw: list[str], timed: dict[str, float]) -> dict[str, float]:
+    """CPU µs per call of each owner, from py-spy's raw lines (`frame;frame;… count`) and the
+    run's own clock (`timed`: "calls" and "export", µs per call): the export as timed, the calls'
+    time shared out in proportion to their samples."""
     samples: Counter[str] = Counter()
-    for line in out.read_text().splitlines():
+    for line in raw:
         stack_text, _, count = line.rpartition(" ")
         owner = charge(stack_text.split(";"))
         if owner is not None:

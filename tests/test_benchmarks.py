@@ -98,3 +98,23 @@ def test_profile_charges_a_sample_to_the_owner_of_its_innermost_frame() -> None:
     export = frame("BatchProcessor._export", batching)
     assert charge(["worker (/usr/lib/python3.11/threading.py:975)", export, wrapper]) == "export"
     assert charge([main, export, "StatsSpanExporter._open (/x/otelstats/exporter.py:248)"]) is None
+
+
+def test_profile_takes_totals_from_the_clock_and_shares_from_the_samples() -> None:
+    """`bench_profile`: the export is what the run timed; the calls' time is split by samples
+    (samples outside the calls and the export are not counted)."""
+    import otelstats._instr_calls as ours
+    import otelstats.exporter as exporter
+    from benchmarks.bench_profile import owner_times
+
+    loop = f"block ({ROOT / 'benchmarks' / 'bench_overhead.py'}:121)"
+    wrapper = f"wrapper ({ours.__file__}:250)"
+    raw = [
+        f"<module> (/x/runpy.py:1);{loop};{wrapper} 30",
+        f"<module> (/x/runpy.py:1);{loop} 90",
+        f"<module> (/x/runpy.py:1);{wrapper} 500",  # start-up: not counted
+        f"worker (/x/threading.py:1);BatchProcessor._export (/x/a.py:1);"
+        f"StatsSpanExporter.export ({exporter.__file__}:1) 400",
+    ]
+    found = owner_times(raw, {"calls": 600.0, "export": 20.0})
+    assert found == {"otelstats": 150.0, "other": 450.0, "export": 20.0}
