@@ -82,6 +82,14 @@ def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None
     return server
 
 
+def _body_sets_stream_options(kwargs: Any) -> bool:
+    """The user's `extra_body` names `stream_options`: the SDK merges `extra_body` over the
+    request (shallowly), so the server gets the user's `stream_options` whatever otelstats adds,
+    and the usage chunk it may send is one the user asked for."""
+    extra = kwargs.get("extra_body")
+    return extra is not None and isinstance(extra, Mapping) and "stream_options" in extra
+
+
 class Prepared:
     """A call about to run: its Call and the kwargs to send (maybe with usage requested)."""
 
@@ -135,6 +143,7 @@ class Prepared:
             and not self.raw
             and options.stream_usage
             and self.base_url not in telemetry.rejects_stream_options
+            and not _body_sets_stream_options(kwargs)
         ):
             requested = kwargs.get("stream_options")
             if not requested:  # absent, None, or the SDK's falsy `omit` / `NOT_GIVEN`

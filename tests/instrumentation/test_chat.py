@@ -92,17 +92,52 @@ def test_streaming_usage_is_requested_and_the_extra_chunk_hidden(
     assert 0 <= per_chunk.sum <= record.duration_s - record.time_to_first_chunk_s
 
 
-def test_user_requested_usage_chunk_is_kept(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(
+    "asking",
+    [
+        {"stream_options": {"include_usage": True}},
+        # The SDK merges `extra_body` over the request: the user's own `stream_options` wins
+        # over any otelstats would add, so the usage chunk is the user's.
+        {"extra_body": {"stream_options": {"include_usage": True}}},
+    ],
+    ids=["stream_options", "extra_body"],
+)
+def test_user_requested_usage_chunk_is_kept(
+    server: FakeOpenAIServer, client: openai.OpenAI, asking: dict[str, Any]
+) -> None:
     def scenario() -> list[Any]:
-        stream = client.chat.completions.create(
-            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
-        )
+        stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True, **asking)
         return [_strip(chunk) for chunk in stream]
 
     bare, instrumented, otel = differential(scenario)
     assert instrumented == bare
     assert bare[-1]["usage"]["completion_tokens"] == 9
     assert otel.record().output_tokens == 9
+    assert otel.record().tokens_source == "reported"
+    assert server.requests[1].body["stream_options"] == server.requests[0].body["stream_options"]
+
+
+def test_usage_refused_in_extra_body_is_not_asked_for(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    """`extra_body` saying no usage goes to the server as it is: the output is counted."""
+
+    def scenario() -> list[Any]:
+        stream = client.chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,
+            extra_body={"stream_options": {"include_usage": False}},
+        )
+        return [_strip(chunk) for chunk in stream]
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    assert all(chunk.get("usage") is None for chunk in bare)
+    assert server.requests[1].body["stream_options"] == {"include_usage": False}
+    record = otel.record()
+    assert record.tokens_source == "counted"
+    assert record.output_tokens == 9
 
 
 async def _async_stream(aclient: openai.AsyncOpenAI) -> list[Any]:
