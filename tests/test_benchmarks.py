@@ -118,3 +118,29 @@ def test_profile_takes_totals_from_the_clock_and_shares_from_the_samples() -> No
     ]
     found = owner_times(raw, {"calls": 600.0, "export": 20.0})
     assert found == {"otelstats": 150.0, "other": 450.0, "export": 20.0}
+
+
+def test_span_benchmark_times_the_spans_the_instrumentations_really_make() -> None:
+    """`bench_span`: the attributes are those of a real instrumented call (a stream here:
+    the request's stream flag, its time to first chunk, the finish reasons as a list, as the
+    instrumentation passes them), and every kind is timed bare, with otelstats' attributes and
+    with openai-v2's (quick run: the figures mean nothing)."""
+    from benchmarks.bench_span import capture
+
+    ours = capture("otelstats", "stream_short")
+    assert ours is not None
+    assert ours.name == "chat m"
+    assert ours.attributes["gen_ai.request.stream"] is True
+    assert ours.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert ours.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    assert ours.attributes["gen_ai.usage.output_tokens"] == 10
+
+    result = run_benchmark("bench_span", "--quick")
+    lines = [line.split() for line in result.stdout.splitlines()]
+    for label in ("no", "otelstats", "openai-v2"):
+        found = [line for line in lines if line[:1] == [label]]
+        assert len(found) == 2, result.stdout  # one per kind of call
+    call = capture("otelstats", "non_stream")
+    assert call is not None
+    counts = [int(line[1]) for line in lines if line[:1] == ["otelstats"]]
+    assert counts == [len(call.attributes), len(ours.attributes)]
