@@ -30,6 +30,7 @@ from ._streams import (
 )
 from .conversation import resolve as resolve_conversation
 from .records import Outcome
+from .usage_request import with_usage
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 _ACTIVE: ContextVar[Call | None] = ContextVar("otelstats_active_call", default=None)
@@ -145,18 +146,9 @@ class Prepared:
             and self.base_url not in telemetry.rejects_stream_options
             and not _body_sets_stream_options(kwargs)
         ):
-            requested = kwargs.get("stream_options")
-            if not requested:  # absent, None, or the SDK's falsy `omit` / `NOT_GIVEN`
-                self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
-                self.hide_usage = True
-            elif (
-                (type(requested) is dict or isinstance(requested, Mapping))
-                and "include_usage" not in requested
-                # vLLM's continuous usage would then put usage on every chunk the user sees,
-                # which only the final, hidden chunk may carry: count the chunks instead.
-                and not requested.get("continuous_usage_stats")
-            ):
-                self.kwargs = {**kwargs, "stream_options": {**requested, "include_usage": True}}
+            sent = with_usage(kwargs.get("stream_options"))
+            if sent is not None:
+                self.kwargs = {**kwargs, "stream_options": sent}
                 self.hide_usage = True
         self.call: Call = telemetry.start(endpoint.operation, model, attrs, context, current)
         self.call.remember = endpoint.remember

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
+from ..usage_request import with_usage
 from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
 from ._upstream import (
     CONVERSATION_HEADER,
@@ -249,16 +250,18 @@ def create_proxy_app(
             target, opts, tracer, tally, _conversation_id(request.headers.get(CONVERSATION_HEADER))
         )
         headers = forward_headers(request.headers, tally.streaming)
-        injected = (
-            opts.stream_usage
+        requested = body.get("stream_options")
+        stream_options = (
+            with_usage(requested)
+            if opts.stream_usage
             and tally.streaming
             and endpoint in {"chat/completions", "completions"}
-            and "include_usage" not in (body.get("stream_options") or {})
-            and (body.get("stream_options") is None or isinstance(body["stream_options"], dict))
+            and (requested is None or isinstance(requested, dict))
+            else None
         )
+        injected = stream_options is not None
         sent = raw
-        if injected:
-            stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
+        if stream_options is not None:
             sent = json.dumps({**body, "stream_options": stream_options}).encode()
         try:
             conn, resp = call.send("POST", endpoint, sent, headers)

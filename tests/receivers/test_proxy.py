@@ -279,3 +279,33 @@ def test_unprefixed_paths_and_server_without_stream_options(start_proxy: Any) ->
     # The proxy's usage request was refused, so the client's own body went through instead.
     assert row["outcome"] == "ok"
     assert row["tokens_source"] == "counted"
+
+
+@pytest.mark.parametrize(
+    ("options", "sent"),
+    [
+        (None, {"include_usage": True}),
+        ({}, {"include_usage": True}),
+        ({"include_obfuscation": False}, {"include_obfuscation": False, "include_usage": True}),
+        ({"include_usage": False}, {"include_usage": False}),
+        # vLLM would then put usage on every chunk the client sees: counted instead.
+        ({"continuous_usage_stats": True}, {"continuous_usage_stats": True}),
+    ],
+    ids=["absent", "empty", "other-option", "refused", "continuous"],
+)
+def test_usage_is_asked_for_only_where_the_client_left_it_open(
+    upstream: FakeOpenAIServer, start_proxy: Any, options: Any, sent: dict[str, Any]
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    body: dict[str, Any] = {"model": "fake-gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    if options is not None:
+        body["stream_options"] = options
+    with _post(f"{proxy.base_url}/chat/completions", body) as response:
+        events = [line for line in response.read().split(b"\n\n") if line.strip()]
+    assert upstream.requests[0].body["stream_options"] == sent
+    chunks = [json.loads(e.removeprefix(b"data: ")) for e in events if e != b"data: [DONE]"]
+    # The usage-only chunk reaches the client only when the client asked for it.
+    assert any(not c["choices"] for c in chunks) == bool((options or {}).get("include_usage"))
+    (row,) = proxy.calls()
+    asked = sent.get("include_usage") is True
+    assert row["tokens_source"] == ("reported" if asked else "counted")
