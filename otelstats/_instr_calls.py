@@ -154,15 +154,25 @@ class Prepared:
         self.call.remember = endpoint.remember
 
 
-def _retry_without_usage(telemetry: Telemetry, prepared: Prepared, exc: BaseException) -> bool:
-    """True when the server refused the `stream_options` we added: the call is then sent once
-    more exactly as the user asked, and that server is never asked again."""
-    status = getattr(exc, "status_code", None)
-    if not (prepared.hide_usage and status in (400, 422) and "stream_options" in str(exc)):
+def _retry_without_usage(prepared: Prepared, exc: BaseException) -> bool:
+    """True when the server may have refused the `stream_options` otelstats added: a 400 or 422
+    whose error names it, or that is no JSON error at all (a proxy's own error page names
+    nothing). The call is then sent once more exactly as the user asked. A JSON error about
+    something else (a prompt over the context length, say) is the user's own and is not sent
+    twice. Only if the retry succeeds was it the option the server refused, and only then is
+    the server remembered (`_refused_usage`); otherwise the user gets their request's error."""
+    if not (prepared.hide_usage and getattr(exc, "status_code", None) in (400, 422)):
         return False
-    telemetry.rejects_stream_options.add(prepared.base_url)
+    if isinstance(getattr(exc, "body", None), Mapping) and "stream_options" not in str(exc):
+        return False
     prepared.hide_usage = False
     return True
+
+
+def _refused_usage(telemetry: Telemetry, prepared: Prepared) -> None:
+    """The request went through without the `stream_options` otelstats added: never ask that
+    server again."""
+    telemetry.rejects_stream_options.add(prepared.base_url)
 
 
 def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) -> None:
@@ -285,12 +295,17 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]
             return wrapped(*args, **kwargs)
         token = _ACTIVE.set(prepared.call)
         try:
+            retry = False
             try:
                 result = wrapped(*args, **prepared.kwargs)
             except Exception as exc:
-                if not _retry_without_usage(telemetry, prepared, exc):
+                if not _retry_without_usage(prepared, exc):
                     raise
+                retry = True
+            if retry:
+                # Outside the `except`: an error of the retry is not chained to the first one.
                 result = wrapped(*args, **kwargs)  # once more, exactly as the user asked
+                _refused_usage(telemetry, prepared)
         except BaseException as exc:
             _failed(telemetry, prepared, exc)
             raise
@@ -308,12 +323,16 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any
             return await wrapped(*args, **kwargs)
         token = _ACTIVE.set(prepared.call)
         try:
+            retry = False
             try:
                 result = await wrapped(*args, **prepared.kwargs)
             except Exception as exc:
-                if not _retry_without_usage(telemetry, prepared, exc):
+                if not _retry_without_usage(prepared, exc):
                     raise
+                retry = True
+            if retry:
                 result = await wrapped(*args, **kwargs)
+                _refused_usage(telemetry, prepared)
         except BaseException as exc:
             _failed(telemetry, prepared, exc)
             raise

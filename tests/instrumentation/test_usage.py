@@ -4,6 +4,7 @@ finish chunk (llama.cpp, with timings), and the setting that turns injection off
 from __future__ import annotations
 
 import openai
+import pytest
 
 from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
@@ -29,6 +30,57 @@ def test_server_rejecting_stream_options_is_retried_once_and_remembered(
     assert [r.outcome for r in records] == ["ok", "ok"]
     assert {r.tokens_source for r in records} == {"counted"}
     assert {r.output_tokens for r in records} == {9}
+
+
+def test_a_refusal_that_does_not_name_the_option_is_retried_too(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """A proxy in front of the server answers 400 with its own HTML page: nothing says which
+    field it refused, but the same request without otelstats' option goes through."""
+    server.push(Reply(status=400, html_error=True))
+    first = _chunks(client)
+    second = _chunks(client)
+    assert len(first) == len(second) == 11
+    bodies = [r.body for r in server.requests]
+    assert ["stream_options" in b for b in bodies] == [True, False, False]
+    assert [r.outcome for r in otel.records()] == ["ok", "ok"]
+
+
+def test_a_json_error_about_something_else_is_not_sent_twice(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """The user's own bad request (a prompt over the context length): one request, the user's
+    error, and the server is still asked for usage next time."""
+    server.push(Reply(status=400, error_message="maximum context length is 4096 tokens"))
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        _chunks(client)
+    assert len(_chunks(client)) == 11
+    assert ["stream_options" in r.body for r in server.requests] == [True, True]
+    records = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert [r.outcome for r in records] == ["error", "ok"]
+    assert records[1].tokens_source == "reported"
+
+
+def test_the_users_own_bad_request_fails_as_it_would_and_is_not_remembered(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """A page that names nothing, with and without otelstats' option: the request itself was
+    wrong. The user gets the error of their own request (not chained to the first), and the
+    server is still asked for usage next time."""
+    server.push(Reply(status=400, html_error=True))
+    server.push(Reply(status=400, html_error=True))
+    with pytest.raises(openai.BadRequestError) as info:
+        _chunks(client)
+    # The SDK's own context (its HTTP status error) is there, as without otelstats; the first
+    # attempt's error is not.
+    assert not isinstance(info.value.__context__, openai.APIError)
+    assert len(_chunks(client)) == 11
+    bodies = [r.body for r in server.requests]
+    assert ["stream_options" in b for b in bodies] == [True, False, True]
+    records = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert [r.outcome for r in records] == ["error", "ok"]
+    assert records[0].error_type == "BadRequestError"
+    assert records[1].tokens_source == "reported"
 
 
 def test_no_usage_at_all_is_counted_not_zero(
