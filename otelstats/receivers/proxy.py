@@ -266,8 +266,10 @@ def create_proxy_app(
         try:
             conn, resp = call.send("POST", endpoint, sent, headers)
             if injected and resp.status in {400, 422}:
-                # An older server that rejects stream_options: send the client's own body.
-                conn.close()
+                refusal = _read_refusal(conn, resp)
+                if not _may_refuse_usage(refusal):
+                    return _whole(call, conn, resp, refusal)  # the client's own bad request
+                # A server that rejects stream_options: send the client's own body.
                 injected = False
                 conn, resp = call.send("POST", endpoint, raw, headers)
         except UpstreamFailure as exc:
@@ -284,10 +286,14 @@ def create_proxy_app(
         return _whole(call, conn, resp)
 
     def _whole(
-        call: _Call, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+        call: _Call,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        payload: bytes | None = None,
     ) -> Response:
         try:
-            payload = resp.read()
+            if payload is None:
+                payload = resp.read()
         except TimeoutError:
             call.finish("timeout")
             return _error(504, "the upstream did not finish its answer in time", "timeout")
@@ -307,6 +313,30 @@ def create_proxy_app(
         return Response(payload, status=resp.status, headers=response_headers(resp))
 
     return app
+
+
+def _read_refusal(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> bytes:
+    """The body of an error answer (empty if it cannot be read); the connection is closed."""
+    try:
+        return resp.read()
+    except (OSError, http.client.HTTPException):
+        return b""
+    finally:
+        conn.close()
+
+
+def _may_refuse_usage(refusal: bytes) -> bool:
+    """Whether a 400/422 to a request with the proxy's `stream_options` may refuse that option:
+    its error names it, or it is no JSON error (a proxy's own page names nothing). A JSON error
+    about something else (a prompt over the context length) is the client's own: sending the
+    request again would only make the server refuse it twice, as the SDK instrumentation
+    decides too (`_instr_calls._retry_without_usage`)."""
+    if b"stream_options" in refusal:
+        return True
+    try:
+        return not isinstance(json.loads(refusal), dict)
+    except ValueError:
+        return True
 
 
 def recording_provider(exporter: SpanExporter, export_interval_ms: int = 1000) -> TracerProvider:

@@ -309,3 +309,27 @@ def test_usage_is_asked_for_only_where_the_client_left_it_open(
     (row,) = proxy.calls()
     asked = sent.get("include_usage") is True
     assert row["tokens_source"] == ("reported" if asked else "counted")
+
+
+def test_a_refusal_of_the_added_usage_option_is_told_from_the_clients_own_error(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """A page that names nothing (a proxy in front of the server) may be refusing the option the
+    proxy added: the client's own body is sent once more. A JSON error about something else is
+    the client's own: passed through after one request."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    url = f"{proxy.base_url}/chat/completions"
+    body = {"model": "fake-gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    upstream.push(Reply(status=400, html_error=True))
+    with _post(url, body) as response:
+        assert b"[DONE]" in response.read()
+    assert ["stream_options" in r.body for r in upstream.requests] == [True, False]
+
+    upstream.push(Reply(status=400, error_message="maximum context length is 4096 tokens"))
+    status, error = _error(url, body)
+    assert status == 400
+    assert "maximum context length" in error["error"]["message"]
+    assert len(upstream.requests) == 3  # one request for that call, not two
+    rows = proxy.calls()
+    assert [row["outcome"] for row in rows] == ["ok", "error"]
+    assert rows[0]["tokens_source"] == "counted"
