@@ -228,6 +228,9 @@ class RawResponseProxy(wrapt.ObjectProxy[Any]):
             self._self_telemetry.internal_error("reading a raw response")
         return parsed
 
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         parsed = self.__wrapped__.parse(*args, **kwargs)
         if hasattr(parsed, "__await__"):

@@ -321,6 +321,9 @@ class _ClosingResponse(wrapt.ObjectProxy[Any]):
         super().__init__(wrapped)
         self._self_state = state
 
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
     def close(self) -> None:
         try:
             self.__wrapped__.close()
@@ -342,6 +345,10 @@ class _StreamProxyBase(wrapt.ObjectProxy[Any]):
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         wrapt.ObjectProxy.__init__(self, wrapped)  # a direct call: `super()` costs more here
         self._self_state = state
+
+    def __repr__(self) -> str:
+        # wrapt's own names the proxy; the user printing a stream sees the SDK's object.
+        return repr(self.__wrapped__)
 
     @property
     def response(self) -> Any:

@@ -68,6 +68,17 @@ def make_otel(**options: Any) -> Otel:
     return Otel(instrumentor, spans, reader, tracer_provider)
 
 
+def differential(scenario: Callable[[], Any]) -> tuple[Any, Any, Otel]:
+    """`scenario` run bare, then instrumented: (bare result, instrumented result, the Otel)."""
+    bare = scenario()
+    otel = make_otel()
+    try:
+        instrumented = scenario()
+    finally:
+        otel.instrumentor.uninstrument()
+    return bare, instrumented, otel
+
+
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer() as fake:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from otelstats.conversation import conversation
 from otelstats.fake_server import FakeOpenAIServer, Reply
 from otelstats.instrumentation import OpenAIInstrumentor
 
-from .conftest import MESSAGES, Otel, make_otel
+from .conftest import MESSAGES, Otel, differential, make_otel
 
 
 def test_embeddings(otel: Otel, client: openai.OpenAI) -> None:
@@ -236,3 +237,39 @@ def test_capture_content_from_settings(client: openai.OpenAI) -> None:
     attrs = otel.finished()[0].attributes
     assert "foxes" in attrs["gen_ai.input.messages"]
     assert "quick brown fox" in attrs["gen_ai.output.messages"]
+
+
+def test_the_users_objects_print_as_the_sdks(server: FakeOpenAIServer) -> None:
+    """What a user prints while debugging (a stream, its HTTP response, a raw response) reads
+    as the SDK's own object, not as otelstats' proxy of it."""
+
+    def printed() -> list[str]:
+        # A client per run: the SDK caches `with_raw_response` per client, with the `create`
+        # it found then (see test_raw_response_accessor_cached_before_instrument).
+        with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+            stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            raw = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+            seen = [repr(stream), repr(stream.response), repr(raw), str(stream)]
+            stream.close()
+            raw.parse()
+        return [re.sub(r"0x[0-9a-f]+", "0x", text) for text in seen]
+
+    bare, instrumented, otel = differential(printed)
+    assert instrumented == bare
+    assert bare[0].startswith("<openai.Stream object")
+    assert len(otel.records()) == 2
+
+
+def test_raw_response_accessor_cached_before_instrument(server: FakeOpenAIServer) -> None:
+    """A known limit, shared with every instrumentation that wraps the SDK's methods: a client
+    whose `with_raw_response` was first used before `instrument()` keeps the `create` it cached
+    then, so its raw calls are not recorded (README: instrument before the first call)."""
+    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as early:
+        early.chat.completions.with_raw_response.create(model="m", messages=MESSAGES).parse()
+        otel = make_otel()
+        try:
+            early.chat.completions.with_raw_response.create(model="m", messages=MESSAGES).parse()
+            early.chat.completions.create(model="m", messages=MESSAGES)
+        finally:
+            otel.instrumentor.uninstrument()
+    assert [r.streaming for r in otel.records()] == [False]  # the plain call only

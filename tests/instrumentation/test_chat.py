@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
-from .conftest import MESSAGES, Otel, make_otel
+from .conftest import MESSAGES, Otel, differential, make_otel
 
 
 def _strip(obj: Any) -> Any:
@@ -22,16 +22,6 @@ def _strip(obj: Any) -> Any:
     data = obj.to_dict()
     data.pop("id", None)
     return data
-
-
-def differential(scenario: Callable[[], Any]) -> tuple[Any, Any, Otel]:
-    bare = scenario()
-    otel = make_otel()
-    try:
-        instrumented = scenario()
-    finally:
-        otel.instrumentor.uninstrument()
-    return bare, instrumented, otel
 
 
 def test_non_streaming_call_is_one_record_with_usage(otel: Otel, client: openai.OpenAI) -> None:
