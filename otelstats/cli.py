@@ -102,11 +102,21 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @contextlib.contextmanager
-def _open_store(db: str | None, *, migrate: bool = True) -> Iterator[Store]:
-    """The store for one command; its connections are closed when the command ends."""
-    from .store import Store
+def _open_store(db: str | None, *, migrate: bool = True, existing: bool = False) -> Iterator[Store]:
+    """The store for one command; its connections are closed when the command ends.
+    `existing`: a command that reads what was recorded refuses a SQLite file that is not there
+    (a mistyped --db would otherwise create an empty database and report zeros)."""
+    from .store import Store, resolve_url, sqlite_file
 
-    store = Store.open(_settings(db=db).db, migrate=migrate)
+    chosen = _settings(db=db).db
+    path = sqlite_file(resolve_url(chosen))
+    if existing and path is not None and not path.exists():
+        raise ConfigError(
+            f"no database at {path}: nothing has been recorded there. Record calls with "
+            "`otelstats run -- python app.py` or otelstats.instrument(), or choose another "
+            "database with --db or OTELSTATS_DB."
+        )
+    store = Store.open(chosen, migrate=migrate)
     try:
         yield store
     finally:
@@ -231,7 +241,7 @@ def stats(db: str | None, period: str, tz: str | None, as_json: bool) -> None:
     """Print the statistics of a period (a table, or --json)."""
     from . import queries
 
-    with _open_store(db) as store:
+    with _open_store(db, existing=True) as store:
         data = queries.stats(store.engine, period, tz or local_timezone())
     click.echo(export.to_json(data) if as_json else format_table(data), nl=not as_json)
 
@@ -259,7 +269,7 @@ def export_command(
     if by and fmt != "csv":
         raise ConfigError("--by applies to --format csv only")
     zone = tz or local_timezone()
-    with _open_store(db) as store:
+    with _open_store(db, existing=True) as store:
         if fmt == "json":
             body = export.to_json(queries.stats(store.engine, period, zone))
         elif by == "model":
@@ -304,7 +314,7 @@ def info(db: str | None, as_json: bool) -> None:
     """Where the data lives, row counts, size and schema revision."""
     from .dbinfo import describe
 
-    with _open_store(db, migrate=False) as store:
+    with _open_store(db, migrate=False, existing=True) as store:
         facts = describe(store)
     if as_json:
         click.echo(export.to_json(facts), nl=False)
@@ -333,7 +343,7 @@ def prune(db: str | None, older_than: str) -> None:
     from .retention import prune as prune_calls
 
     age = parse_age(older_than)
-    with _open_store(db) as store:
+    with _open_store(db, existing=True) as store:
         result = prune_calls(store, age)
     reclaimed = f", {result.reclaimed_bytes:,} bytes reclaimed" if result.reclaimed_bytes else ""
     click.echo(f"{store.describe()}: removed {result.deleted_calls:,} raw calls{reclaimed}")

@@ -80,6 +80,8 @@ def _problem(exc: BaseException) -> tuple[str, str]:
 
 
 def _sqlite_file(url: sa.URL) -> Path | None:
+    # `store.sqlite_file`, which is not imported here: `store` loads SQLAlchemy, and the
+    # exporter is built at `instrument()`, before any database is opened.
     database = url.database
     if url.get_backend_name() == "sqlite" and database and database != ":memory:":
         return Path(database)

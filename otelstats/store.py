@@ -73,7 +73,8 @@ def resolve_url(db: str | Path | None) -> sa.URL:
     return sa.URL.create("sqlite", database=str(path.resolve()))
 
 
-def _sqlite_file(url: sa.URL) -> Path | None:
+def sqlite_file(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for a server database or an in-memory one."""
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
@@ -82,7 +83,7 @@ def _sqlite_file(url: sa.URL) -> Path | None:
 
 def create_engine(url: sa.URL) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write-lock-up-front writers."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ class Store:
     @property
     def path(self) -> Path | None:
         """The SQLite file, or None for PostgreSQL / in-memory."""
-        return _sqlite_file(self.engine.url)
+        return sqlite_file(self.engine.url)
 
     def describe(self) -> str:
         """Where the data lives, for messages (no password)."""

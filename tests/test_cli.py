@@ -147,6 +147,30 @@ def test_errors_are_one_line_without_traceback(
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats"],
+        ["export", "--format", "csv"],
+        ["export", "--format", "json"],
+        ["db", "info"],
+        ["db", "prune", "--older-than", "30d"],
+    ],
+    ids=["stats", "export-csv", "export-json", "db-info", "db-prune"],
+)
+def test_reading_a_database_that_is_not_there_is_refused(
+    runner: CliRunner, tmp_path: Path, args: list[str]
+) -> None:
+    """A mistyped --db must not create an empty database and report zeros: the command says
+    where it looked, and leaves nothing behind."""
+    typo = tmp_path / "missing" / "stat.db"
+    result = runner.invoke(cli, [*args, "--db", str(typo)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"otelstats: error: no database at {typo}:")
+    assert "Traceback" not in result.output
+    assert not typo.parent.exists()
+
+
 def test_storage_error_exits_1(runner: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "not-a-db.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
