@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from otelstats.every_call import StatsSpanProcessor
 from otelstats.exporter import StatsSpanExporter
 from otelstats.instrumentation import OpenAIInstrumentor
 
@@ -177,7 +178,8 @@ def openai_v2() -> Any:
 
 class Setup:
     """One instrumentor under one provider setup. Every setup traces through an SDK
-    TracerProvider + BatchSpanProcessor into a StatsSpanExporter (the same database), so the
+    TracerProvider + BatchSpanProcessor (otelstats' own StatsSpanProcessor, a BatchSpanProcessor
+    that also takes unsampled calls) into a StatsSpanExporter (the same database), so the
     export CPU is the same kind of work for all. `sdk_metrics`: an SDK MeterProvider (what
     `opentelemetry-instrument` configures); otherwise no meter provider is passed and the
     histograms come from the API's global proxy meter, which is what `otelstats.instrument()`
@@ -187,7 +189,9 @@ class Setup:
         self.name = name
         self.instrumentor = instrumentor
         self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(StatsSpanExporter(db)))
+        # otelstats' setups get the processor `otelstats.instrument()` installs.
+        processor = StatsSpanProcessor if name.startswith("otelstats") else BatchSpanProcessor
+        self.tracer_provider.add_span_processor(processor(StatsSpanExporter(db)))
         self.meter_provider = (
             MeterProvider(metric_readers=[InMemoryMetricReader()]) if sdk_metrics else None
         )

@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OpenAIInstrumentor",
     "StatsSpanExporter",
+    "StatsSpanProcessor",
     "Store",
     "__version__",
     "conversation",
@@ -32,12 +33,14 @@ _LAZY = {
     "instrument": "otelstats.bootstrap",
     "OpenAIInstrumentor": "otelstats.instrumentation",
     "StatsSpanExporter": "otelstats.exporter",
+    "StatsSpanProcessor": "otelstats.every_call",
     "Store": "otelstats.store",
     "create_app": "otelstats.web",
 }
 
 if TYPE_CHECKING:
     from .bootstrap import instrument
+    from .every_call import StatsSpanProcessor
     from .exporter import StatsSpanExporter
     from .instrumentation import OpenAIInstrumentor
     from .store import Store

@@ -1,11 +1,13 @@
 """`otelstats.instrument()`: the one-line setup — providers, the exporter, metrics, the openai SDK.
 
 Provider policy: an app that already set an SDK TracerProvider keeps it and gets our
-BatchSpanProcessor added to it; with no global provider set we create one and make it global (so
+StatsSpanProcessor added to it; with no global provider set we create one and make it global (so
 the app's own spans work too); a non-SDK global provider (a vendor's, or an explicit no-op) is never
 replaced — we then trace through a private provider of our own. Metrics: a given meter_provider,
 else with a Prometheus port a private MeterProvider read by it, else the global one (never set).
 The returned Handle is per process: instrument() is idempotent, and flushes at exit and on SIGTERM.
+Sampling: the app's sampler decides what the app's own exporters get; the statistics get every
+call (`every_call`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from .config import Settings, default_db_path
 from .errors import ConfigError
+from .every_call import StatsSpanProcessor
 from .exporter import StatsSpanExporter
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class Handle:
     meter_provider: metrics.MeterProvider
     metrics_port: int | None
     """The port actually serving live metrics (useful when 0 asked for a free one)."""
-    _processor: BatchSpanProcessor
+    _processor: StatsSpanProcessor
     _owns_tracer_provider: bool
     _owned_meter_provider: Any = None
     _instrumentor: Any = None
@@ -210,9 +212,9 @@ def _build(
     elif not isinstance(tracer_provider, TracerProvider):
         raise ConfigError(
             "tracer_provider must be an opentelemetry.sdk.trace.TracerProvider; with another "
-            "provider, add BatchSpanProcessor(StatsSpanExporter(db)) to your own pipeline"
+            "provider, add StatsSpanProcessor(StatsSpanExporter(db)) to your own pipeline"
         )
-    processor = BatchSpanProcessor(exporter, schedule_delay_millis=resolved.export_interval_ms)
+    processor = StatsSpanProcessor(exporter, schedule_delay_millis=resolved.export_interval_ms)
     tracer_provider.add_span_processor(processor)
 
     handle = Handle(

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import register_post_import_hook, wrap_function_wrapper
 
+from . import semconv
 from ._coexist import DuplicateMarker
 from ._instr_calls import (
     CHAT,
@@ -38,7 +39,7 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 _INSTRUMENTS = ("openai >= 1.0",)
-_SCOPE = "otelstats.instrumentation.openai"
+_SCOPE = semconv.OTELSTATS_SCOPE
 
 # (candidate modules across SDK versions 1.x-3.x, class, method, endpoint, is_async)
 _TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint, bool], ...] = (
@@ -108,6 +109,9 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         self._mark_duplicates(tracer_provider)
         tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        from .every_call import record_every_call  # the SDK's sampling, loaded only now
+
+        record_every_call(tracer)
         meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
         telemetry = Telemetry(tracer, meter, _options(settings, merged))
         self.telemetry = telemetry

@@ -43,6 +43,8 @@ OTELSTATS_TOKENS_SOURCE: Final = "otelstats.usage.source"
 means reported when the span has token counts, none when it has not."""
 OTELSTATS_DUPLICATE_OF: Final = "otelstats.duplicate_of"
 """On another instrumentation's span of a call otelstats also traced: never a second record."""
+OTELSTATS_SCOPE: Final = "otelstats.instrumentation.openai"
+"""The instrumentation scope of otelstats' call spans (see `every_call`)."""
 
 # Values.
 OPERATION_CHAT: Final = "chat"

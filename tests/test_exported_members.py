@@ -12,6 +12,7 @@ import otelstats
 PUBLIC_API = {
     "OpenAIInstrumentor",
     "StatsSpanExporter",
+    "StatsSpanProcessor",
     "Store",
     "__version__",
     "conversation",

@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -344,7 +345,11 @@ def recording_provider(exporter: SpanExporter, export_interval_ms: int = 1000) -
 
     `OTEL_RESOURCE_ATTRIBUTES` is honoured (e.g. service.instance.id for team mode).
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": "otelstats-proxy"}))
+    # Every call is a record: the proxy's own provider never samples (OTEL_TRACES_SAMPLER is
+    # for the app's traces, and this provider traces nothing else).
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "otelstats-proxy"}), sampler=ALWAYS_ON
+    )
     provider.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=export_interval_ms)
     )

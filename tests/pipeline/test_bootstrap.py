@@ -86,6 +86,63 @@ def test_normal_exit_persists_every_call_once(tmp_path: Path) -> None:
     assert count_calls(db) == 5
 
 
+_SAMPLING = """
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+import otelstats
+
+scenario = sys.argv[2]
+app_spans = InMemorySpanExporter()   # what the app's own exporter receives
+if scenario == "app-sampler-drops-all":
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(app_spans))
+    trace.set_tracer_provider(provider)
+handle = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+if scenario != "app-sampler-drops-all":
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(app_spans))
+if scenario == "unsampled-parent":
+    # A request that arrived with `traceparent: 00-...-00`: its trace is not sampled.
+    remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    context.attach(set_span_in_context(NonRecordingSpan(remote)))
+calls(3)
+handle.shutdown()
+print(len(app_spans.get_finished_spans()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("scenario", "env", "exported_by_app"),
+    [
+        ("not-sampled-out", {}, 4),
+        ("app-sampler-drops-all", {}, 0),
+        ("unsampled-parent", {}, 0),
+        ("env-sampler-drops-all", {"OTEL_TRACES_SAMPLER": "always_off"}, 0),
+    ],
+)
+def test_every_call_is_counted_whatever_the_trace_sampling(
+    tmp_path: Path, scenario: str, env: dict[str, str], exported_by_app: int
+) -> None:
+    """The app's sampler decides what the app's own exporters get (as without otelstats); the
+    statistics count every call (3 plain calls and a stream)."""
+    db = tmp_path / "stats.db"
+    script = _script(tmp_path, _SAMPLING)
+    result = subprocess.run(
+        [sys.executable, str(script), str(db), scenario],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_env(tmp_path), **env},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(exported_by_app)]
+    assert count_calls(db) == 4
+
+
 def test_shutdown_stops_recording_and_calls_still_work(tmp_path: Path) -> None:
     db = tmp_path / "stats.db"
     script = _script(

@@ -333,3 +333,18 @@ def test_a_refusal_of_the_added_usage_option_is_told_from_the_clients_own_error(
     rows = proxy.calls()
     assert [row["outcome"] for row in rows] == ["ok", "error"]
     assert rows[0]["tokens_source"] == "counted"
+
+
+def test_trace_sampling_settings_never_drop_a_call(
+    upstream: FakeOpenAIServer, start_proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_TRACES_SAMPLER is for the traces of the apps around the proxy: the proxy records
+    every call, the one a client's unsampled `traceparent` belongs to included."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    body = {"model": "fake-gpt-4o-mini", "messages": MESSAGES}
+    unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+    for headers in ({}, unsampled):
+        with _post(f"{proxy.base_url}/chat/completions", body, headers) as response:
+            assert json.loads(response.read())["choices"]
+    assert [row["outcome"] for row in proxy.calls()] == ["ok", "ok"]

@@ -1,0 +1,76 @@
+"""Trace sampling never costs the statistics a call: `every_call` with a pipeline of the app's
+own (the README's `StatsSpanProcessor(StatsSpanExporter(db))`), real SDK samplers and the real
+SQLite exporter."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, StaticSampler
+
+from otelstats import StatsSpanExporter, StatsSpanProcessor
+from otelstats.instrumentation import OpenAIInstrumentor
+from tests.pipeline.helpers import count_calls
+
+from .conftest import MESSAGES
+
+
+def _pipeline(provider: TracerProvider, tmp_path: Path) -> dict[str, Path]:
+    """Two statistics databases on the app's provider: one behind StatsSpanProcessor, one
+    behind a plain BatchSpanProcessor."""
+    dbs = {"stats": tmp_path / "stats.db", "batch": tmp_path / "batch.db"}
+    provider.add_span_processor(StatsSpanProcessor(StatsSpanExporter(dbs["stats"])))
+    provider.add_span_processor(BatchSpanProcessor(StatsSpanExporter(dbs["batch"])))
+    return dbs
+
+
+def test_calls_the_apps_sampler_drops_are_recorded_not_exported(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
+    app_spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(app_spans))
+    dbs = _pipeline(provider, tmp_path)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        for _chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            pass
+        # The app's own span, dropped by its sampler as before.
+        with provider.get_tracer("app").start_as_current_span("request") as request:
+            assert not request.is_recording()
+    finally:
+        instrumentor.uninstrument()
+    provider.shutdown()
+    assert app_spans.get_finished_spans() == ()  # the app's exporters: what its sampler says
+    assert count_calls(dbs["stats"]) == 2  # the statistics: every call
+    assert not dbs["batch"].exists()  # a plain BatchSpanProcessor never saw them
+
+
+def test_the_apps_recorded_but_unsampled_spans_stay_out(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """A sampler that records without sampling (RECORD_ONLY): a GenAI span the app makes
+    itself is left out, as a BatchSpanProcessor leaves it out; otelstats' call is recorded."""
+    provider = TracerProvider(sampler=StaticSampler(Decision.RECORD_ONLY))
+    dbs = _pipeline(provider, tmp_path)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    own = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "other-sdk"}
+    try:
+        with provider.get_tracer("app").start_as_current_span("chat x", attributes=own) as span:
+            assert span.is_recording()
+            client.chat.completions.create(model="m", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+    provider.shutdown()
+    with sqlite3.connect(dbs["stats"]) as conn:
+        providers = [row[0] for row in conn.execute("SELECT provider FROM calls")]
+    assert providers == ["openai"]
+    assert not dbs["batch"].exists()
