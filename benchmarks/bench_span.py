@@ -16,6 +16,15 @@ machine; the figures are medians of the rounds.
 It prints, per kind of call, each span's cost, what its attributes add over a bare span, and that
 per attribute: the part of target 1 (per-call overhead, see README.md) that follows from how many
 attributes a span carries rather than from the instrumentation's own code.
+
+`--pipeline batch|otelstats N` starts and ends N spans with otelstats' attributes through a plain
+BatchSpanProcessor, or through what `otelstats.instrument()` installs (`EveryCallSampler` on the
+tracer, `StatsSpanProcessor`), for callgrind; the difference of two runs over N is the cost per
+span (the exports are left out: the queue is never flushed):
+
+    for p in batch otelstats; do for n in 0 2000; do valgrind --tool=callgrind \
+        --callgrind-out-file=/dev/null .venv/bin/python -m benchmarks.bench_span --pipeline $p $n
+    done; done
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import time
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
 
@@ -117,7 +126,34 @@ def measure(kind: str, rounds: int, n: int) -> None:
               f"openai-v2's; otelstats' alone: {alone}")  # fmt: skip
 
 
+def pipeline(kind: str, n: int) -> None:
+    """N spans with otelstats' attributes through `kind`'s processor (see the docstring)."""
+    from otelstats.every_call import StatsSpanProcessor, record_every_call
+    from otelstats.semconv import OTELSTATS_SCOPE
+
+    span = capture("otelstats", "non_stream")
+    assert span is not None
+    provider = TracerProvider()
+    processor = StatsSpanProcessor if kind == "otelstats" else BatchSpanProcessor
+    provider.add_span_processor(
+        processor(
+            InMemorySpanExporter(),
+            max_queue_size=n + 1,
+            max_export_batch_size=n + 1,
+            schedule_delay_millis=3_600_000,
+        )
+    )
+    tracer = provider.get_tracer(OTELSTATS_SCOPE)
+    if kind == "otelstats":
+        record_every_call(tracer)
+    cost = time_spans(tracer, span, span.attributes, n) if n else 0.0
+    print(f"{n} spans through {kind}: {cost:.2f} CPU µs per span")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--pipeline"]:
+        pipeline(sys.argv[2], int(sys.argv[3]))
+        return 0
     args = [a for a in sys.argv[1:] if a != "--quick"]
     kinds = [args[0]] if args else list(KINDS)
     if kinds[0] not in KINDS:

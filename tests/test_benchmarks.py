@@ -144,3 +144,6 @@ def test_span_benchmark_times_the_spans_the_instrumentations_really_make() -> No
     assert call is not None
     counts = [int(line[1]) for line in lines if line[:1] == ["otelstats"]]
     assert counts == [len(call.attributes), len(ours.attributes)]
+    for pipeline in ("batch", "otelstats"):  # the callgrind runs' program
+        result = run_benchmark("bench_span", "--pipeline", pipeline, "20")
+        assert result.stdout.startswith(f"20 spans through {pipeline}:")

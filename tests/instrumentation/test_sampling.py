@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import openai
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,22 +21,27 @@ from tests.pipeline.helpers import count_calls
 from .conftest import MESSAGES
 
 
-def _pipeline(provider: TracerProvider, tmp_path: Path) -> dict[str, Path]:
+def _pipeline(provider: TracerProvider, tmp_path: Path, queue: bool = True) -> dict[str, Path]:
     """Two statistics databases on the app's provider: one behind StatsSpanProcessor, one
-    behind a plain BatchSpanProcessor."""
+    behind a plain BatchSpanProcessor. `queue=False`: StatsSpanProcessor as on an SDK whose
+    BatchSpanProcessor keeps its queue elsewhere (it then goes through its `on_end`)."""
     dbs = {"stats": tmp_path / "stats.db", "batch": tmp_path / "batch.db"}
-    provider.add_span_processor(StatsSpanProcessor(StatsSpanExporter(dbs["stats"])))
+    processor = StatsSpanProcessor(StatsSpanExporter(dbs["stats"]))
+    if not queue:
+        processor._emit = None
+    provider.add_span_processor(processor)
     provider.add_span_processor(BatchSpanProcessor(StatsSpanExporter(dbs["batch"])))
     return dbs
 
 
+@pytest.mark.parametrize("queue", [True, False], ids=["queue", "on_end"])
 def test_calls_the_apps_sampler_drops_are_recorded_not_exported(
-    client: openai.OpenAI, tmp_path: Path
+    client: openai.OpenAI, tmp_path: Path, queue: bool
 ) -> None:
     app_spans = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(app_spans))
-    dbs = _pipeline(provider, tmp_path)
+    dbs = _pipeline(provider, tmp_path, queue)
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     try:
