@@ -163,10 +163,21 @@ def _retry_without_usage(prepared: Prepared, exc: BaseException) -> bool:
     the server remembered (`_refused_usage`); otherwise the user gets their request's error."""
     if not (prepared.hide_usage and getattr(exc, "status_code", None) in (400, 422)):
         return False
-    if isinstance(getattr(exc, "body", None), Mapping) and "stream_options" not in str(exc):
+    if _json_error(exc) and "stream_options" not in str(exc):
         return False
     prepared.hide_usage = False
     return True
+
+
+def _json_error(exc: BaseException) -> bool:
+    """Whether an SDK error came with a JSON error body (`{"error": {...}}`, or a string as
+    llama.cpp and Ollama send it); a proxy's HTML page is not one."""
+    if isinstance(getattr(exc, "body", None), Mapping):
+        return True
+    try:
+        return isinstance(json.loads(exc.response.text), dict)  # type: ignore[attr-defined]
+    except Exception:
+        return False
 
 
 def _refused_usage(telemetry: Telemetry, prepared: Prepared) -> None:
