@@ -3,6 +3,9 @@ finish chunk (llama.cpp, with timings), and the setting that turns injection off
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import openai
 import pytest
 
@@ -150,3 +153,32 @@ def test_stream_usage_setting_off(server: FakeOpenAIServer, client: openai.OpenA
         otel.instrumentor.uninstrument()
     assert "stream_options" not in server.requests[0].body
     assert otel.record().tokens_source == "counted"
+
+
+def test_async_calls_retry_and_fail_as_sync_ones_do(
+    server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    """The async wrapper: a refused option is retried once and remembered; a request refused
+    with and without it fails with its own error, not chained to the first attempt's."""
+
+    async def stream(aclient: openai.AsyncOpenAI) -> int:
+        chunks = await aclient.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        return len([chunk async for chunk in chunks])
+
+    async def scenario() -> BaseException:
+        async with new_aclient() as aclient:
+            server.push(Reply(status=400, html_error=True))
+            server.push(Reply(status=400, html_error=True))
+            with pytest.raises(openai.BadRequestError) as info:
+                await stream(aclient)
+            server.reject_stream_options = True
+            assert await stream(aclient) == 11
+            assert await stream(aclient) == 11
+            return info.value
+
+    error = asyncio.run(scenario())
+    assert not isinstance(error.__context__, openai.APIError)
+    bodies = [r.body for r in server.requests]
+    assert ["stream_options" in b for b in bodies] == [True, False, True, False, False]
+    records = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert [r.outcome for r in records] == ["error", "ok", "ok"]
