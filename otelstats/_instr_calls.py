@@ -30,7 +30,7 @@ from ._streams import (
 )
 from .conversation import resolve as resolve_conversation
 from .records import Outcome
-from .usage_request import with_usage
+from .usage_request import may_refuse_usage, with_usage
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 _ACTIVE: ContextVar[Call | None] = ContextVar("otelstats_active_call", default=None)
@@ -155,29 +155,20 @@ class Prepared:
 
 
 def _retry_without_usage(prepared: Prepared, exc: BaseException) -> bool:
-    """True when the server may have refused the `stream_options` otelstats added: a 400 or 422
-    whose error names it, or that is no JSON error at all (a proxy's own error page names
-    nothing). The call is then sent once more exactly as the user asked. A JSON error about
-    something else (a prompt over the context length, say) is the user's own and is not sent
-    twice. Only if the retry succeeds was it the option the server refused, and only then is
-    the server remembered (`_refused_usage`); otherwise the user gets their request's error."""
+    """True when the server may have refused the `stream_options` otelstats added (a 400 or 422,
+    `usage_request.may_refuse_usage`): the call is then sent once more exactly as the user
+    asked. Only if the retry succeeds was it the option the server refused, and only then is the
+    server remembered (`_refused_usage`); otherwise the user gets their request's error."""
     if not (prepared.hide_usage and getattr(exc, "status_code", None) in (400, 422)):
         return False
-    if _json_error(exc) and "stream_options" not in str(exc):
+    try:
+        body = exc.response.text  # type: ignore[attr-defined]
+    except Exception:
+        body = ""  # unreadable: it names nothing
+    if not may_refuse_usage(body):
         return False
     prepared.hide_usage = False
     return True
-
-
-def _json_error(exc: BaseException) -> bool:
-    """Whether an SDK error came with a JSON error body (`{"error": {...}}`, or a string as
-    llama.cpp and Ollama send it); a proxy's HTML page is not one."""
-    if isinstance(getattr(exc, "body", None), Mapping):
-        return True
-    try:
-        return isinstance(json.loads(exc.response.text), dict)  # type: ignore[attr-defined]
-    except Exception:
-        return False
 
 
 def _refused_usage(telemetry: Telemetry, prepared: Prepared) -> None:

@@ -19,7 +19,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__, export
-from .config import SETTINGS, Settings
+from .config import SETTINGS, Settings, sqlite_file
 from .errors import ConfigError, OtelstatsError, QueryError
 
 if TYPE_CHECKING:
@@ -106,11 +106,11 @@ def _open_store(db: str | None, *, migrate: bool = True, existing: bool = False)
     """The store for one command; its connections are closed when the command ends.
     `existing`: a command that reads what was recorded refuses a SQLite file that is not there
     (a mistyped --db would otherwise create an empty database and report zeros)."""
-    from .store import Store, resolve_url, sqlite_file
+    from .store import Store, resolve_url
 
     chosen = _settings(db=db).db
-    path = sqlite_file(resolve_url(chosen))
-    if existing and path is not None and not path.exists():
+    path = sqlite_file(resolve_url(chosen)) if existing else None
+    if path is not None and not path.exists():
         raise ConfigError(
             f"no database at {path}: nothing has been recorded there. Record calls with "
             "`otelstats run -- python app.py` or otelstats.instrument(), or choose another "

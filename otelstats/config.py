@@ -11,11 +11,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 APP_NAME = "otelstats"
 
@@ -23,6 +26,15 @@ APP_NAME = "otelstats"
 def default_db_path() -> Path:
     """`stats.db` in the platform's user data directory (not created here)."""
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "stats.db"
+
+
+def sqlite_file(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for a server database or an in-memory one. (Here, not in
+    `store`: the exporter needs it at `instrument()`, before SQLAlchemy is loaded.)"""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
 
 
 def _parse_bool(value: str) -> bool:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._spool import Journal, MemorySpool
-from .config import Settings, default_db_path
+from .config import Settings, default_db_path, sqlite_file
 from .records import span_to_record
 
 if TYPE_CHECKING:
@@ -79,21 +79,12 @@ def _problem(exc: BaseException) -> tuple[str, str]:
     return "error", "check the database, or set OTELSTATS_DB to another location."
 
 
-def _sqlite_file(url: sa.URL) -> Path | None:
-    # `store.sqlite_file`, which is not imported here: `store` loads SQLAlchemy, and the
-    # exporter is built at `instrument()`, before any database is opened.
-    database = url.database
-    if url.get_backend_name() == "sqlite" and database and database != ":memory:":
-        return Path(database)
-    return None
-
-
 def journal_for(db: str | Path | None, url: sa.URL | None) -> Path:
     """`<db>-spool.jsonl` next to a SQLite file; in the user data dir for a server database."""
     if url is None:
         path = Path(db if db is not None else default_db_path()).expanduser().resolve()
         return path.with_name(path.name + "-spool.jsonl")
-    file = _sqlite_file(url)
+    file = sqlite_file(url)
     if file is not None:
         return file.with_name(file.name + "-spool.jsonl")
     digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:12]
@@ -177,7 +168,7 @@ class StatsSpanExporter(SpanExporter):
         """Where records go, for messages (no password)."""
         if self._url is None:
             return str(Path(self._db if self._db is not None else default_db_path()).expanduser())
-        path = _sqlite_file(self._url)
+        path = sqlite_file(self._url)
         if path is not None:
             return str(path)
         return self._url.render_as_string(hide_password=True)
@@ -251,7 +242,7 @@ class StatsSpanExporter(SpanExporter):
 
         if self._url is None:
             self._url = resolve_url(self._db)
-        path = _sqlite_file(self._url)
+        path = sqlite_file(self._url)
         if self._store is not None and path is not None and self._file_id is not None:
             try:
                 st = path.stat()

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import _deltas, _sqlite_write
-from .config import default_db_path
+from .config import default_db_path, sqlite_file
 from .errors import ConfigError, StorageError
 from .models import (
     Call,
@@ -71,14 +71,6 @@ def resolve_url(db: str | Path | None) -> sa.URL:
     if path.is_dir():
         raise ConfigError(f"--db {str(path)!r} is a directory; give a file path such as stats.db")
     return sa.URL.create("sqlite", database=str(path.resolve()))
-
-
-def sqlite_file(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for a server database or an in-memory one."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    return Path(database)
 
 
 def create_engine(url: sa.URL) -> Engine:

@@ -7,6 +7,7 @@ sees exactly what it would have seen. The caller's own choice always goes as it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,3 +24,18 @@ def with_usage(requested: Any) -> dict[str, Any] | None:
     if "include_usage" in requested or requested.get("continuous_usage_stats"):
         return None
     return {**requested, "include_usage": True}
+
+
+def may_refuse_usage(error_body: str | bytes) -> bool:
+    """Whether a 400/422 answer to a request that otelstats asked for usage may be refusing that
+    option: its error names `stream_options`, or it is no JSON error at all (a proxy's own page
+    names nothing). A JSON error about something else (a prompt over the context length), in
+    OpenAI's shape or as a string (llama.cpp, Ollama), is the caller's own: sending the request
+    again would only make the server refuse it twice."""
+    text = error_body.decode("utf-8", "replace") if isinstance(error_body, bytes) else error_body
+    if "stream_options" in text:
+        return True
+    try:
+        return not isinstance(json.loads(text), dict)
+    except ValueError:
+        return True

@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
-from ..usage_request import with_usage
+from ..usage_request import may_refuse_usage, with_usage
 from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
 from ._upstream import (
     CONVERSATION_HEADER,
@@ -268,7 +268,7 @@ def create_proxy_app(
             conn, resp = call.send("POST", endpoint, sent, headers)
             if injected and resp.status in {400, 422}:
                 refusal = _read_refusal(conn, resp)
-                if not _may_refuse_usage(refusal):
+                if not may_refuse_usage(refusal):
                     return _whole(call, conn, resp, refusal)  # the client's own bad request
                 # A server that rejects stream_options: send the client's own body.
                 injected = False
@@ -324,20 +324,6 @@ def _read_refusal(conn: http.client.HTTPConnection, resp: http.client.HTTPRespon
         return b""
     finally:
         conn.close()
-
-
-def _may_refuse_usage(refusal: bytes) -> bool:
-    """Whether a 400/422 to a request with the proxy's `stream_options` may refuse that option:
-    its error names it, or it is no JSON error (a proxy's own page names nothing). A JSON error
-    about something else (a prompt over the context length) is the client's own: sending the
-    request again would only make the server refuse it twice, as the SDK instrumentation
-    decides too (`_instr_calls._retry_without_usage`)."""
-    if b"stream_options" in refusal:
-        return True
-    try:
-        return not isinstance(json.loads(refusal), dict)
-    except ValueError:
-        return True
 
 
 def recording_provider(exporter: SpanExporter, export_interval_ms: int = 1000) -> TracerProvider:
