@@ -59,6 +59,43 @@ def app_conversation(current: Span, context: Context) -> str | None:
 
 
 _KEYS = ("role", "content", "type", "name")
+_LONG_TEXT = 64 * 1024
+"""A string longer than this in the opening (an image sent as a data URL, a pasted document)
+enters its text as a stand-in, the string's own SHA-256: dumping a 5 MB image to JSON and then
+MACing it cost the caller 35 ms a call, more than the SDK spends sending it; its SHA-256 costs
+3 ms, once per string object (`_STAND_INS`). Openings without such a string keep exactly the
+text (and ids) they always had."""
+_MAX_DEPTH = 32
+_STAND_INS: dict[tuple[int, int, int], str] = {}
+"""(id, length, hash()) of a long string -> its stand-in. A chat client resends the same string
+object every turn; Python caches a string's hash() in the object, so a repeat costs a dict
+lookup instead of a SHA-256. Nothing here keeps a string alive: an id reused by another
+string of the same length would also need the same 64-bit hash."""
+
+
+def _stand_in(text: str) -> str:
+    key = (id(text), len(text), hash(text))
+    found = _STAND_INS.get(key)
+    if found is None:
+        found = "\x1a" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        if len(_STAND_INS) >= 64:
+            _STAND_INS.clear()
+        _STAND_INS[key] = found
+    return found
+
+
+def _shortened(value: Any, depth: int = 0) -> Any:
+    """`value` with every string longer than `_LONG_TEXT` in its dicts, lists and tuples
+    replaced by its stand-in; json.dumps gives the same text for what has none."""
+    if isinstance(value, str):
+        return _stand_in(value) if len(value) > _LONG_TEXT else value
+    if depth >= _MAX_DEPTH:  # deeper than any message part: dumped as it is
+        return value
+    if isinstance(value, dict):
+        return {k: _shortened(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shortened(v, depth + 1) for v in value]
+    return value
 
 
 def _plain(message: Any) -> Any:
@@ -100,7 +137,11 @@ def _canonical(opening: list[Any]) -> str:
                 if value is None:
                     continue
                 if type(value) is not str:
-                    value = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+                    value = json.dumps(
+                        _shortened(value), sort_keys=True, default=str, ensure_ascii=False
+                    )
+                elif len(value) > _LONG_TEXT:
+                    value = _stand_in(value)
                 parts.append(f"{key}\x1f{value}")
         else:
             parts.append(f"\x1d{message}")
@@ -110,8 +151,9 @@ def _canonical(opening: list[Any]) -> str:
 
 def _plain_canonical(messages: Any) -> str | None:
     """`_canonical(opening_messages(messages))` for the common shape, a list of plain dicts with
-    string role/content and no type/name, in one pass; None for anything else (the general path
-    then decides). The text must stay byte-identical: it keys stored conversation ids."""
+    string role/content (none of them long) and no type/name, in one pass; None for anything
+    else (the general path then decides). The text must stay byte-identical: it keys stored
+    conversation ids."""
     if type(messages) is not list:
         return None
     parts: list[str] = []
@@ -120,7 +162,7 @@ def _plain_canonical(messages: Any) -> str | None:
             return None
         role = message.get("role")
         content = message.get("content")
-        if type(role) is not str or type(content) is not str:
+        if type(role) is not str or type(content) is not str or len(content) > _LONG_TEXT:
             return None
         if len(message) > 2 and (  # {role, content} alone has neither
             message.get("type") is not None or message.get("name") is not None

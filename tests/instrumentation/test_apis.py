@@ -158,6 +158,35 @@ def test_conversation_ids(otel: Otel, client: openai.OpenAI) -> None:
     assert all("fox" not in str(v).lower() for v in attrs.values())
 
 
+def test_a_picture_conversation_groups_by_its_picture(otel: Otel, client: openai.OpenAI) -> None:
+    """A chat client that opens with a picture (a data URL of megabytes) resends it every turn:
+    the turns share one conversation, another picture of the same size starts another."""
+
+    def opening(picture: str) -> list[dict[str, Any]]:
+        url = "data:image/png;base64," + picture
+        parts = [
+            {"type": "text", "text": "What?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+        return [{"role": "user", "content": parts}]
+
+    picture = "iVBORw0KGgo" + "QUJD" * 500_000
+    other = picture[:1_000_000] + "QUJE" + picture[1_000_004:]
+    turn2 = [
+        *opening(picture),
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "?"},
+    ]
+    for messages in (opening(picture), turn2, opening(other)):
+        client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    ids = [r.conversation_id for r in otel.records()]
+    assert ids[0] is not None
+    assert ids[0].startswith("fp-")
+    assert ids[1] == ids[0]
+    assert ids[2] != ids[0]
+    assert all(len(str(v)) < 200 for v in otel.finished()[0].attributes.values())
+
+
 def test_conversation_ids_set_by_the_app(otel: Otel, client: openai.OpenAI) -> None:
     """An id on the app's current span or in its baggage wins over the fingerprint; with no
     span current the fingerprint is used again."""

@@ -60,3 +60,61 @@ def test_repeated_openings_keep_their_fingerprint_under_each_salt(length: int) -
             salt, conversation.fingerprint(messages, salt)
         )
     assert len(set(seen.values())) == 2
+
+
+def _image(seed: int, size: int) -> str:
+    """A data URL of `size` base64 characters, as a chat client sends a picture."""
+    return "data:image/png;base64," + "".join(
+        chr(65 + (i * 7919 + seed * 104729) % 26) for i in range(size)
+    )
+
+
+def _with_image(url: str, text: str = "What is in this picture?") -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": "You describe pictures."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": text},
+                {"type": "image_url", "image_url": {"url": url}},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize("shape", ["content parts", "plain text"])
+def test_long_strings_tell_openings_apart_by_every_character(shape: str) -> None:
+    """A picture or a pasted document enters the fingerprint by its digest: the same bytes give
+    the same id whatever object carries them, one character changed anywhere gives another."""
+    salt = b"k" * 32
+    long = _image(1, conversation._LONG_TEXT * 3)
+    middle = len(long) // 2
+    changed = long[:middle] + ("B" if long[middle] != "B" else "C") + long[middle + 1 :]
+
+    def opening(text: str) -> list[dict[str, Any]]:
+        if shape == "plain text":
+            return [{"role": "user", "content": text}]
+        return _with_image(text)
+
+    first = conversation.fingerprint(opening(long), salt)
+    assert first is not None
+    assert first.startswith(conversation.FINGERPRINT_PREFIX)
+    assert conversation.fingerprint(opening("".join(list(long))), salt) == first  # a copy
+    assert conversation.fingerprint(opening(changed), salt) != first
+    assert conversation.fingerprint(opening(long[:-1]), salt) != first
+    assert conversation.fingerprint(opening(long), b"other salt") != first
+    later_turn = [*opening(long), {"role": "assistant", "content": "A cat."}]
+    assert conversation.fingerprint(later_turn, salt) == first
+
+
+def test_openings_without_a_long_string_keep_their_ids() -> None:
+    """Ids already stored stay valid: up to `_LONG_TEXT` characters the whole text is MACed as
+    it always was."""
+    salt = b"k" * 32
+    longest = _image(2, conversation._LONG_TEXT - len("data:image/png;base64,"))
+    assert len(longest) == conversation._LONG_TEXT
+    for messages in (_with_image(longest), [{"role": "user", "content": longest}]):
+        text = conversation._canonical(conversation.opening_messages(messages) or [])
+        assert longest in text
+        digest = hashlib.blake2b(text.encode(), key=salt, digest_size=16).hexdigest()
+        assert conversation.fingerprint(messages, salt) == conversation.FINGERPRINT_PREFIX + digest
