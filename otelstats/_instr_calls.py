@@ -19,6 +19,7 @@ from opentelemetry.trace import get_current_span
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
+from ._long_strings import replace_long
 from ._streams import (
     AsyncStreamProxy,
     ChatState,
@@ -40,6 +41,21 @@ call, and another instrumentation's span started inside it is a duplicate (`_coe
 
 def active_call() -> Call | None:
     return _ACTIVE.get()
+
+
+CAPTURED_STRING = 16 * 1024
+"""Captured content (opt-in): the longest string kept whole. A longer one (a picture's data URL)
+is cut and marked with its length, so the attribute stays valid JSON and dumping it does not cost
+the caller milliseconds per megabyte."""
+
+
+def _cut(text: str) -> str:
+    return f"{text[:CAPTURED_STRING]}…[{len(text)} characters]"
+
+
+def captured(content: Any) -> str:
+    """Message content as the JSON of a `gen_ai.*.messages` attribute (long strings cut)."""
+    return json.dumps(replace_long(content, CAPTURED_STRING, _cut), default=str)
 
 
 @dataclass(frozen=True)
@@ -126,16 +142,14 @@ class Prepared:
         context = get_current()
         current = get_current_span(context)
         if endpoint is not EMBEDDINGS:
-            remembered = telemetry.response_conversations if endpoint.remember else None
-            conv = resolve_conversation(
-                kwargs, options.conversation_salt, remembered, current, context
-            )
+            chains = telemetry.response_chains if endpoint.remember else None
+            conv = resolve_conversation(kwargs, options.conversation_salt, chains, current, context)
             if conv:
                 attrs[semconv.CONVERSATION_ID] = conv
         if options.capture_content:
             messages = kwargs.get("messages", kwargs.get("input", kwargs.get("prompt")))
             if isinstance(messages, (list, tuple, str)):
-                attrs["gen_ai.input.messages"] = json.dumps(messages, default=str)[:65536]
+                attrs["gen_ai.input.messages"] = captured(messages)
         self.kwargs = kwargs
         self.hide_usage = False
         if (
@@ -198,7 +212,7 @@ def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) ->
             attrs[semconv.RESPONSE_FINISH_REASONS] = reasons
         if capture and choices:
             out = [getattr(getattr(c, "message", None), "content", None) for c in choices]
-            attrs["gen_ai.output.messages"] = json.dumps(out, default=str)[:65536]
+            attrs["gen_ai.output.messages"] = captured(out)
     outcome: Outcome = "error" if semconv.ERROR_TYPE in attrs else "ok"
     call.end(outcome, attrs)
 

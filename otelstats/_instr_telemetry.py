@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,12 +26,10 @@ from opentelemetry.trace import (
 
 from . import semconv
 from ._coexist import encloses_call, mark
+from .conversation import ResponseChains
 from .records import Outcome
 
 logger = logging.getLogger("otelstats.instrumentation")
-
-MAX_REMEMBERED_RESPONSES = 10_000
-"""Responses API: response id -> conversation id, kept so a chain of turns shares one id."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ class Telemetry:
         )
         self.rejects_stream_options: set[str] = set()
         """Servers (base URLs) that answered 400 to `stream_options`: never ask them again."""
-        self.response_conversations: OrderedDict[str, str] = OrderedDict()
+        self.response_chains = ResponseChains()
         self.servers: dict[int, tuple[Any, tuple[str | None, int | None, str]]] = {}
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self._logged: set[str] = set()
@@ -101,12 +98,6 @@ class Telemetry:
             logger.warning(
                 "otelstats: internal error in %s (call unaffected)", where, exc_info=True
             )
-
-    def remember_response(self, response_id: str, conversation_id: str) -> None:
-        remembered = self.response_conversations
-        remembered[response_id] = conversation_id
-        if len(remembered) > MAX_REMEMBERED_RESPONSES:
-            remembered.popitem(last=False)
 
     def start(
         self,
@@ -296,7 +287,7 @@ class Call:
             response_id = attributes.get(semconv.RESPONSE_ID)
             conversation_id = self.attributes.get(semconv.CONVERSATION_ID)
             if isinstance(response_id, str) and isinstance(conversation_id, str):
-                telemetry.remember_response(response_id, conversation_id)
+                telemetry.response_chains.remember(response_id, conversation_id)
         if not telemetry.records_metrics():
             return
         base = self.attributes

@@ -232,7 +232,7 @@ def _build(
     return handle
 
 
-def _conversation_salt() -> bytes | None:
+def conversation_salt() -> bytes | None:
     """The user's secret salt for conversation fingerprints, created once (mode 0600).
 
     Kept in the user data directory so that a chat client's turns group into one conversation
@@ -287,6 +287,6 @@ def _instrument_openai(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         settings=settings,
-        conversation_salt=_conversation_salt(),
+        conversation_salt=conversation_salt(),
     )
     return instrumentor if instrumentor.is_instrumented_by_opentelemetry else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import semconv
+from ._long_strings import replace_long
 
 _CONVERSATION: ContextVar[str | None] = ContextVar("otelstats_conversation", default=None)
 FINGERPRINT_PREFIX = "fp-"
@@ -65,7 +68,6 @@ enters its text as a stand-in, the string's own SHA-256: dumping a 5 MB image to
 MACing it cost the caller 35 ms a call, more than the SDK spends sending it; its SHA-256 costs
 3 ms, once per string object (`_STAND_INS`). Openings without such a string keep exactly the
 text (and ids) they always had."""
-_MAX_DEPTH = 32
 _STAND_INS: dict[tuple[int, int, int], str] = {}
 """(id, length, hash()) of a long string -> its stand-in. A chat client resends the same string
 object every turn; Python caches a string's hash() in the object, so a repeat costs a dict
@@ -82,20 +84,6 @@ def _stand_in(text: str) -> str:
             _STAND_INS.clear()
         _STAND_INS[key] = found
     return found
-
-
-def _shortened(value: Any, depth: int = 0) -> Any:
-    """`value` with every string longer than `_LONG_TEXT` in its dicts, lists and tuples
-    replaced by its stand-in; json.dumps gives the same text for what has none."""
-    if isinstance(value, str):
-        return _stand_in(value) if len(value) > _LONG_TEXT else value
-    if depth >= _MAX_DEPTH:  # deeper than any message part: dumped as it is
-        return value
-    if isinstance(value, dict):
-        return {k: _shortened(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_shortened(v, depth + 1) for v in value]
-    return value
 
 
 def _plain(message: Any) -> Any:
@@ -137,9 +125,8 @@ def _canonical(opening: list[Any]) -> str:
                 if value is None:
                     continue
                 if type(value) is not str:
-                    value = json.dumps(
-                        _shortened(value), sort_keys=True, default=str, ensure_ascii=False
-                    )
+                    short = replace_long(value, _LONG_TEXT, _stand_in)
+                    value = json.dumps(short, sort_keys=True, default=str, ensure_ascii=False)
                 elif len(value) > _LONG_TEXT:
                     value = _stand_in(value)
                 parts.append(f"{key}\x1f{value}")
@@ -210,34 +197,59 @@ def _keyed(salt: bytes) -> hashlib.blake2b:
     return hashlib.blake2b(key=salt[:64], digest_size=16)
 
 
-def resolve(
-    kwargs: Mapping[str, Any],
-    salt: bytes,
-    remembered: Mapping[str, str] | None,
-    current: Span,
-    context: Context,
-) -> str | None:
-    """The conversation id of a call, by precedence: explicit, app-set (baggage, or the current
-    span `current`, of `context`), Responses chain, fingerprint."""
-    explicit = _CONVERSATION.get()
-    if explicit is not None:
-        return explicit
-    app = app_conversation(current, context)
-    if app is not None:
-        return app
-    conv = kwargs.get("conversation")
+class ResponseChains:
+    """Responses API: response id -> conversation id, so every turn of a `previous_response_id`
+    chain keeps its first turn's id. The last `limit` responses are kept; thread-safe."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, response_id: str) -> str | None:
+        return self._ids.get(response_id)
+
+    def remember(self, response_id: str, conversation_id: str) -> None:
+        with self._lock:
+            self._ids[response_id] = conversation_id
+            if len(self._ids) > self._limit:
+                self._ids.popitem(last=False)
+
+
+def from_request(body: Mapping[str, Any], salt: bytes, chains: ResponseChains | None) -> str | None:
+    """The conversation id a request's own arguments (or JSON body) give: the Responses API's
+    `conversation`, or its `previous_response_id` chain, else the fingerprint of the opening
+    messages."""
+    conv = body.get("conversation")
     if conv is not None:  # chat calls: no ABC checks on what is absent
         if isinstance(conv, str) and conv:
             return conv
         conv_id = conv.get("id") if isinstance(conv, Mapping) else None
         if isinstance(conv_id, str) and conv_id:
             return conv_id
-    previous = kwargs.get("previous_response_id")
+    previous = body.get("previous_response_id")
     if isinstance(previous, str) and previous:
-        if remembered is not None and previous in remembered:
-            return remembered[previous]
-        return previous
-    messages = kwargs.get("messages")
+        first = chains.get(previous) if chains is not None else None
+        return first if first is not None else previous
+    messages = body.get("messages")
     if messages is None:
-        messages = kwargs.get("input")
+        messages = body.get("input")
     return fingerprint(messages, salt)
+
+
+def resolve(
+    kwargs: Mapping[str, Any],
+    salt: bytes,
+    chains: ResponseChains | None,
+    current: Span,
+    context: Context,
+) -> str | None:
+    """The conversation id of a call, by precedence: explicit, app-set (baggage, or the current
+    span `current`, of `context`), then what the call's arguments give (`from_request`)."""
+    explicit = _CONVERSATION.get()
+    if explicit is not None:
+        return explicit
+    app = app_conversation(current, context)
+    if app is not None:
+        return app
+    return from_request(kwargs, salt, chains)

@@ -51,6 +51,8 @@ class CallTally:
     """The stream reached its natural end ([DONE] or a terminal Responses event)."""
     error_type: str | None = None
     outcome: str | None = None
+    response_id: str | None = None
+    """Responses API: the response's id (the next turn's `previous_response_id`)."""
 
     @classmethod
     def for_request(cls, endpoint: str, body: Mapping[str, Any], start_ns: int) -> CallTally:
@@ -133,6 +135,9 @@ class CallTally:
 
     def _observe_response_object(self, response: Mapping[str, Any]) -> None:
         self._observe_model(response)
+        response_id = response.get("id")
+        if isinstance(response_id, str) and response_id:
+            self.response_id = response_id
         self._observe_usage(_dict(response.get("usage")))
         status = response.get("status")
         if status == "failed":
@@ -154,6 +159,7 @@ class CallTally:
         optional = {
             semconv.REQUEST_MODEL: self.request_model,
             semconv.RESPONSE_MODEL: self.response_model,
+            semconv.RESPONSE_ID: self.response_id,
             semconv.USAGE_INPUT_TOKENS: self.input_tokens,
             semconv.USAGE_OUTPUT_TOKENS: self.output_tokens,
             semconv.USAGE_CACHE_READ_INPUT_TOKENS: self.cached_tokens,

@@ -5,6 +5,7 @@ Kept here (not in cli.py) so the CLI stays thin; cli.py only `add_command`s them
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -39,14 +40,27 @@ _HOST_HELP = (
     show_default=True,
     help="gen_ai.provider.name recorded for the calls (the API the upstream speaks).",
 )
+@click.option(
+    "--max-request-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body forwarded, in MiB (default: 64, above OpenAI's own 50 MB); "
+    "a larger one gets a 413.",
+)
 def proxy(
-    upstream: str, host: str, port: int, db: str | None, timeout: float, provider: str
+    upstream: str,
+    host: str,
+    port: int,
+    db: str | None,
+    timeout: float,
+    provider: str,
+    max_request_mb: float | None,
 ) -> None:
     """Record every call made through an OpenAI-compatible proxy.
 
     Point any client at the printed base URL instead of the real server: requests and streams
     are forwarded unchanged, headers (API keys included) are never stored.
     """
+    from ..bootstrap import conversation_salt
     from ..exporter import StatsSpanExporter
     from ..store import Store
     from .proxy import ProxyOptions, ProxyServer, create_proxy_app, recording_provider
@@ -55,6 +69,11 @@ def proxy(
     store = Store.open(settings.db)
     provider_ = recording_provider(StatsSpanExporter(store), settings.export_interval_ms)
     options = ProxyOptions(timeout=timeout, stream_usage=settings.stream_usage, provider=provider)
+    if max_request_mb is not None:
+        options = dataclasses.replace(options, max_request_bytes=int(max_request_mb * 2**20))
+    salt = conversation_salt()  # the user's, as instrument() uses; else a per-process one
+    if salt is not None:
+        options = dataclasses.replace(options, conversation_salt=salt)
     server = ProxyServer(create_proxy_app(upstream, provider_, options), host, port)
     click.echo(f"otelstats proxy on {server.base_url} -> {upstream}")
     click.echo(f"recording to {store.describe()}; press Ctrl+C to stop")

@@ -13,10 +13,11 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, request
@@ -27,10 +28,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
+from ..conversation import ResponseChains
+from ..conversation import from_request as conversation_from_request
 from ..usage_request import may_refuse_usage, with_usage
 from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
 from ._upstream import (
@@ -43,8 +46,9 @@ from ._upstream import (
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
-"""Largest request body accepted (images in chat requests are big; anything larger is refused)."""
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""Largest request body accepted: above OpenAI's own 50 MB per request (pictures and files as
+base64), so the upstream decides what it accepts; `otelstats proxy --max-request-mb` moves it."""
 MAX_CONVERSATION_ID = 128
 
 
@@ -57,6 +61,9 @@ class ProxyOptions:
     stream_usage: bool = True
     """Ask chat/completions streams for usage when the client did not, hiding the extra chunk."""
     provider: str = semconv.PROVIDER_OPENAI
+    conversation_salt: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    """Secret key of the conversation fingerprints (`conversation.fingerprint`); `otelstats
+    proxy` uses the user's, as `instrument()` does, so both group a conversation alike."""
 
 
 def _error(status: int, message: str, kind: str) -> Response:
@@ -71,6 +78,17 @@ def _conversation_id(raw: str | None) -> str | None:
     return cleaned[:MAX_CONVERSATION_ID] or None
 
 
+def _from_body(body: Mapping[str, Any], salt: bytes, chains: ResponseChains) -> str | None:
+    """The conversation a request's body gives, as for an instrumented call; None if unreadable
+    (the call is still forwarded and recorded)."""
+    try:
+        return conversation_from_request(body, salt, chains)
+    except Exception as exc:  # a conversation id is never worth a failed call
+        # Only the class: a message could quote the request, which is the user's.
+        log.warning("otelstats proxy: no conversation id for a request (%s)", type(exc).__name__)
+        return None
+
+
 class _Call:
     """One forwarded request: sends it, relays the answer and ends its span exactly once."""
 
@@ -81,10 +99,14 @@ class _Call:
         tracer: trace.Tracer,
         tally: CallTally | None,
         conversation_id: str | None,
+        chains: ResponseChains | None = None,
     ) -> None:
         self.upstream = upstream
         self.options = options
         self.tally = tally
+        self.conversation_id = conversation_id
+        self.chains = chains
+        """Where a Responses call remembers its response id (the next turn's previous one)."""
         self.span = None
         if tally is not None:
             operation = OPERATIONS.get(tally.endpoint, semconv.OPERATION_CHAT)
@@ -139,6 +161,9 @@ class _Call:
             provider=self.options.provider, server=(self.upstream.host, self.upstream.port)
         )
         span.set_attributes(attrs)
+        response_id = self.tally.response_id
+        if self.chains is not None and response_id and self.conversation_id:
+            self.chains.remember(response_id, self.conversation_id)
         if attrs[semconv.OTELSTATS_OUTCOME] == "error":
             span.set_status(Status(StatusCode.ERROR, self.tally.error_type))
         span.end(end_time=time.time_ns())
@@ -196,6 +221,16 @@ def create_proxy_app(
     tracer = tracer_provider.get_tracer("otelstats.receivers.proxy")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
+    chains = ResponseChains()
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = round(opts.max_request_bytes / 2**20, 3)
+        message = (
+            f"request body larger than the otelstats proxy accepts ({limit:g} MiB); "
+            "start it with a larger --max-request-mb"
+        )
+        return _error(413, message, "invalid_request_error")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -247,9 +282,10 @@ def create_proxy_app(
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object", "invalid_request_error")
         tally = CallTally.for_request(endpoint, body, start_ns)
-        call = _Call(
-            target, opts, tracer, tally, _conversation_id(request.headers.get(CONVERSATION_HEADER))
-        )
+        conversation_id = _conversation_id(request.headers.get(CONVERSATION_HEADER))
+        if conversation_id is None and endpoint != "embeddings":
+            conversation_id = _from_body(body, opts.conversation_salt, chains)
+        call = _Call(target, opts, tracer, tally, conversation_id, chains)
         headers = forward_headers(request.headers, tally.streaming)
         requested = body.get("stream_options")
         stream_options = (

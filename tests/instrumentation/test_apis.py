@@ -4,6 +4,7 @@ conversations, internal failures, and instrument/uninstrument symmetry."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -257,15 +258,47 @@ def test_instrument_uninstrument_symmetry(server: FakeOpenAIServer, otel: Otel) 
     assert not isinstance(vars(chat)["create"].__wrapped__, wrapt.ObjectProxy)
 
 
-def test_capture_content_from_settings(client: openai.OpenAI) -> None:
+def _captured(client: openai.OpenAI, messages: Any) -> Any:
+    """The span attributes of one chat call made with content capture switched on."""
     otel = make_otel(settings=Settings(capture_content=True))
     try:
-        client.chat.completions.create(model="m", messages=MESSAGES)
+        client.chat.completions.create(model="m", messages=messages)
     finally:
         otel.instrumentor.uninstrument()
-    attrs = otel.finished()[0].attributes
+    return otel.finished()[0].attributes
+
+
+def test_capture_content_from_settings(client: openai.OpenAI) -> None:
+    attrs = _captured(client, MESSAGES)
     assert "foxes" in attrs["gen_ai.input.messages"]
     assert "quick brown fox" in attrs["gen_ai.output.messages"]
+
+
+def test_captured_content_is_valid_json_with_long_strings_cut(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    """Opted-in content capture of a picture (megabytes of data URL) and of a long answer: each
+    attribute is JSON a reader can parse, every message and part is there, only the long
+    strings are cut, and each says how long it was."""
+    picture = "data:image/png;base64," + "QUJD" * 500_000
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": picture}},
+    ]
+    messages: Any = [*MESSAGES, {"role": "user", "content": parts}]
+    answer = "word " * 20_000
+    server.push(Reply(text=answer))
+    attrs = _captured(client, messages)
+    sent = json.loads(attrs["gen_ai.input.messages"])
+    assert sent[: len(MESSAGES)] == MESSAGES
+    assert sent[-1]["content"][0] == parts[0]
+    url = sent[-1]["content"][1]["image_url"]["url"]
+    assert url.startswith(picture[:1000])
+    assert url.endswith(f"[{len(picture)} characters]")
+    assert len(url) < 20_000
+    (received,) = json.loads(attrs["gen_ai.output.messages"])
+    assert received.startswith("word word")
+    assert received.endswith(f"[{len(answer)} characters]")
 
 
 def test_the_users_objects_print_as_the_sdks(server: FakeOpenAIServer) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from otelstats.conversation import fingerprint
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
 from .conftest import RunningProxy
@@ -184,7 +189,8 @@ def test_authorization_and_headers_are_forwarded_never_stored(
 
     assert upstream.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     rows = proxy.calls()
-    assert [r["conversation_id"] for r in rows] == ["conv-42", None]
+    assert rows[0]["conversation_id"] == "conv-42"
+    assert rows[1]["conversation_id"].startswith("fp-")  # the header wins over the fingerprint
     assert all(SECRET not in repr(dict(r)) for r in rows)
     proxy.store.dispose()  # checkpoint nothing away: read the raw file and its WAL as they are
     path = proxy.store.path
@@ -250,6 +256,87 @@ def test_cut_stream_is_recorded_incomplete(upstream: FakeOpenAIServer, start_pro
     assert row["outcome"] == "incomplete"
 
 
+def test_conversations_group_through_the_proxy_as_through_the_sdk(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """Without an `X-Conversation-Id`, a call's conversation comes from its body as it does for
+    an instrumented SDK call with the same salt: a chat client's turns share the fingerprint of
+    their opening, and a Responses chain (streamed or not) keeps its first turn's id."""
+    salt = b"s" * 32
+    proxy: RunningProxy = start_proxy(upstream.base_url, conversation_salt=salt)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    opening = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
+    turn2: Any = [
+        *opening,
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "?"},
+    ]
+    client.chat.completions.create(model="m", messages=opening)  # type: ignore[arg-type]
+    list(client.chat.completions.create(model="m", messages=turn2, stream=True))
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "other"}])
+    with client.responses.stream(model="m", input="first") as stream:
+        first = stream.get_final_response()
+    second = client.responses.create(model="m", input="then?", previous_response_id=first.id)
+    client.responses.create(model="m", input="and?", previous_response_id=second.id)
+    client.embeddings.create(model="e", input="hello")
+    ids = [r["conversation_id"] for r in proxy.calls()]
+    assert ids[0] == ids[1]
+    assert ids[0] == fingerprint(opening, salt)  # what the SDK's instrumentation records
+    assert ids[2] not in (ids[0], None)
+    assert ids[3] == fingerprint("first", salt)
+    assert ids[4] == ids[3]
+    assert ids[5] == ids[3]
+    assert ids[6] is None  # embeddings belong to no conversation
+
+
+def test_a_request_with_pictures_up_to_openais_own_limit_goes_through(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """Pictures and files travel as base64: a request of 40 MB is under OpenAI's own 50 MB limit,
+    so the proxy forwards it by default and records it once, under one conversation."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    picture = "data:image/png;base64," + "QUJD" * (10 * 2**20)
+    parts = [
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": picture}},
+    ]
+    messages: Any = [{"role": "user", "content": parts}]
+    for _ in range(2):
+        reply = client.chat.completions.create(model="fake-gpt-4o-mini", messages=messages)
+        assert reply.choices[0].message.content
+    assert len(upstream.requests) == 2
+    rows = proxy.calls()
+    assert [r["outcome"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["conversation_id"] is not None
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
+
+
+def test_the_proxy_command_takes_its_body_limit_and_says_how_to_raise_it(
+    upstream: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """`otelstats proxy --max-request-mb`: a body over it gets a 413 that names the option; one
+    under it is forwarded and recorded (a real process, as a user starts it)."""
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "OTELSTATS_EXPORT_INTERVAL_MS": "50"}
+    db = str(tmp_path / "p.db")
+    command = [sys.executable, "-m", "otelstats", "proxy", "--upstream", upstream.base_url,
+               "--port", "0", "--db", db, "--max-request-mb", "0.01"]  # fmt: skip
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            base_url = process.stdout.readline().split()[3]
+            status, body = _error(f"{base_url}/chat/completions", {"model": "m", "x": "y" * 20_000})
+            assert status == 413
+            assert "--max-request-mb" in body["error"]["message"]
+            assert "0.01 MiB" in body["error"]["message"]
+            with _post(f"{base_url}/chat/completions", {"model": "m", "messages": MESSAGES}) as ok:
+                assert json.loads(ok.read())["choices"]
+        finally:
+            process.terminate()
+    assert len(upstream.requests) == 1
+    assert (tmp_path / "otelstats" / "conversation-salt").exists()  # the user's, as instrument()'s
+
+
 def test_bad_requests_are_refused_and_proxy_keeps_serving(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
@@ -259,7 +346,7 @@ def test_bad_requests_are_refused_and_proxy_keeps_serving(
     assert _error(url, b"[1, 2]")[0] == 400
     status, body = _error(url, {"model": "m", "messages": [{"content": "x" * 10_000}]})
     assert status == 413
-    assert body["error"]["message"]
+    assert "--max-request-mb" in body["error"]["message"]
     assert _error(f"{proxy.base_url}/files", {})[0] == 404
     with _post(url, {"model": "fake-gpt-4o-mini", "messages": MESSAGES}) as response:
         assert json.loads(response.read())["choices"]
