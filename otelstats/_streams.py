@@ -158,7 +158,9 @@ class ChatState(StreamState):
         if choices:
             for choice in choices:
                 delta = choice.delta
-                if delta is not None and (delta.content or delta.tool_calls or delta.refusal):
+                if delta is not None and (
+                    delta.content or delta.tool_calls or delta.refusal or _other_output(delta)
+                ):
                     # `_content`, written out: the hottest line of a chat stream.
                     now = perf_counter()
                     if self.first is None:
@@ -190,6 +192,16 @@ class ChatState(StreamState):
             self.extra.update(timings_attributes(extra["timings"]))
 
 
+def _other_output(delta: Any) -> bool:
+    """Output a chat delta carries besides content, tool calls and refusals (read only when it
+    has none of those: a role-only or finish chunk, or reasoning before the answer): the legacy
+    `function_call`, `audio`, or reasoning text outside the SDK's fields."""
+    if delta.function_call or delta.audio:
+        return True
+    extra = delta.__pydantic_extra__
+    return bool(extra) and any(extra.get(name) for name in semconv.DELTA_REASONING)
+
+
 class CompletionState(StreamState):
     __slots__ = ()
 
@@ -215,15 +227,6 @@ class CompletionState(StreamState):
         return False
 
 
-_RESPONSE_CONTENT = frozenset(
-    {
-        "response.output_text.delta",
-        "response.refusal.delta",
-        "response.function_call_arguments.delta",
-        "response.reasoning_text.delta",
-        "response.reasoning_summary_text.delta",
-    }
-)
 _RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -232,7 +235,7 @@ class ResponsesState(StreamState):
 
     def feed(self, item: Any) -> bool:
         kind = item.type
-        if kind in _RESPONSE_CONTENT:
+        if kind.endswith(".delta"):  # any generated output: text, reasoning, tool input, audio
             self._content()
         elif kind in _RESPONSE_TERMINAL or kind == "response.created":
             response = item.response

@@ -75,3 +75,13 @@ TIME_PER_OUTPUT_CHUNK_BUCKETS: Final[tuple[float, ...]] = (
 
 GENAI_MARKERS: Final = (OPERATION_NAME, PROVIDER_NAME, LEGACY_SYSTEM)
 """A span carrying any of these is a GenAI span; everything else is ignored."""
+
+# Wire names of OpenAI-compatible servers (read from streams, never emitted).
+DELTA_REASONING: Final = ("reasoning_content", "reasoning")
+"""Reasoning text a chat stream's delta carries before the answer, outside the SDK's fields:
+`reasoning_content` (llama.cpp, vLLM, DeepSeek), `reasoning` (Ollama, newer vLLM, OpenRouter)."""
+DELTA_OUTPUT: Final = (
+    "content", "tool_calls", "refusal", "function_call", "audio", *DELTA_REASONING,
+)  # fmt: skip
+"""Every field of a chat stream's delta that carries generated output: a chunk with any of them is
+an output chunk (time to first chunk, tokens counted when a server reports no usage)."""

@@ -98,9 +98,7 @@ class CallTally:
             choice = _dict(raw)
             self._observe_finish(choice.get("finish_reason"))
             delta = _dict(choice.get("delta"))
-            if choice.get("text") or any(
-                delta.get(key) for key in ("content", "tool_calls", "refusal", "reasoning_content")
-            ):
+            if choice.get("text") or any(delta.get(key) for key in semconv.DELTA_OUTPUT):
                 self._content_chunk(now_ns)
 
     def _content_chunk(self, now_ns: int) -> None:

@@ -21,6 +21,7 @@ Sources of each sample (read for these tests):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -421,3 +422,41 @@ def test_error_event_mid_stream(
     # Two words arrived and no usage: counted, never reported.
     assert (record.output_tokens, record.tokens_source) == (2, "counted")
     assert record.time_to_first_chunk_s is not None
+
+
+THINKING = ("Okay", ",", " the", " user")
+DELAY = 0.05
+"""Seconds between a stream's events: the answer starts 5 of them after the first thought."""
+
+
+def reasoning_stream(field: str) -> Reply:
+    """A reasoning model on a local server that sends no usage: the reasoning streams before the
+    answer in a delta field of its own (`reasoning_content`: llama.cpp, vLLM; `reasoning`:
+    Ollama, whose OpenAI layer also sends an empty `content` meanwhile)."""
+    base = head("chatcmpl-r1", "deepseek-r1:7b", system_fingerprint="fp_ollama")
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"role": "assistant", "content": "", field: t}) for t in THINKING]
+    events += [*(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
+    return dataclasses.replace(frames(*events), token_delay=DELAY)
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_streamed_before_the_answer_is_output(
+    server: FakeOpenAIServer, field: str, aio: bool
+) -> None:
+    """Reasoning chunks are generated output: the first token arrives with the first thought,
+    not with the answer, and with no usage from the server they are counted with the answer."""
+    wire = reasoning_stream(field)
+    plain, seen, record, _ = replay(server, wire, wire, aio, model="deepseek-r1:7b", stream=True)
+    assert seen == plain
+    assert [c["choices"][0]["delta"].get(field) for c in plain[0]][1:5] == list(THINKING)
+    assert (record.output_tokens, record.tokens_source) == (len(THINKING) + len(TEXT), "counted")
+    assert record.outcome == "ok"
+    assert record.time_to_first_chunk_s is not None
+    assert record.time_to_first_chunk_s < 3 * DELAY  # the answer starts at 5 * DELAY
+    assert record.duration_s > (len(THINKING) + len(TEXT)) * DELAY

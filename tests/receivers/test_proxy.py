@@ -289,6 +289,31 @@ def test_conversations_group_through_the_proxy_as_through_the_sdk(
     assert ids[6] is None  # embeddings belong to no conversation
 
 
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_streamed_before_the_answer_is_output(
+    upstream: FakeOpenAIServer, start_proxy: Any, field: str
+) -> None:
+    """A reasoning model's thoughts (llama.cpp's and vLLM's `reasoning_content`, Ollama's
+    `reasoning`) are output chunks, as for an instrumented call: counted when the server reports
+    no usage, and the first of them is the first token."""
+    thoughts, answer = ("Okay", ",", " so"), ("Yes", ".")
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps({'model': 'r1', 'choices': [choice]})}\n\n".encode()
+
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": "", field: t}) for t in thoughts]
+    events += [*(event({"content": t}) for t in answer), event({}, "stop"), b"data: [DONE]\n\n"]
+    upstream.push(Reply(raw_events=tuple(events), token_delay=0.05))
+    proxy: RunningProxy = start_proxy(upstream.base_url, stream_usage=False)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    list(client.chat.completions.create(model="r1", messages=MESSAGES, stream=True))
+    (row,) = proxy.calls()
+    assert (row["output_tokens"], row["tokens_source"]) == (len(thoughts) + len(answer), "counted")
+    assert row["time_to_first_chunk_s"] < 0.15  # the answer starts 0.2 s after the first thought
+
+
 def test_a_request_with_pictures_up_to_openais_own_limit_goes_through(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
