@@ -24,6 +24,16 @@ def _instrument() -> None:
         # record calls, but must not fight over the same port.
         os.environ.pop(METRICS_PORT_ENV, None)
         instrument(settings=settings)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "otelstats":
+            sys.stderr.write(f"otelstats: this process is not instrumented: {exc}\n")
+            return
+        # `otelstats run` started a Python that otelstats is not installed for (another venv,
+        # pipx): this directory is on its path, the package is not.
+        sys.stderr.write(
+            f"otelstats: this process is not instrumented: otelstats is not installed for "
+            f"{sys.executable}; install it there (pip install otelstats) to record its calls\n"
+        )
     except Exception as exc:
         sys.stderr.write(f"otelstats: this process is not instrumented: {exc}\n")
 

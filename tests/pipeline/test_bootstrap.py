@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+import venv
 from pathlib import Path
 
 import pytest
@@ -311,6 +312,21 @@ def test_run_program_instruments_an_unmodified_script(tmp_path: Path) -> None:
     assert code == 3
     assert count_calls(db) == 3
     assert marker.exists()  # the program's own sitecustomize still ran
+
+
+def test_run_with_a_python_otelstats_is_not_installed_for_says_so(tmp_path: Path) -> None:
+    """`otelstats run -- python app.py` with another environment's Python (otelstats installed
+    with pipx, the app in its own venv): the program runs as it would, and stderr says why its
+    calls are not recorded and what to do."""
+    venv.create(tmp_path / "other-venv", with_pip=False)
+    python = tmp_path / "other-venv" / "bin" / "python"
+    command = [sys.executable, "-m", "otelstats", "run", "--db", str(tmp_path / "s.db"), "--",
+               str(python), "-c", "print('the program ran'); raise SystemExit(4)"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert done.returncode == 4
+    assert done.stdout == "the program ran\n"
+    assert f"otelstats is not installed for {python}" in done.stderr
+    assert "pip install otelstats" in done.stderr
 
 
 def test_run_program_reports_a_missing_command(tmp_path: Path) -> None:
