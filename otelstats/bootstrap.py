@@ -1,9 +1,10 @@
 """`otelstats.instrument()`: the one-line setup — providers, the exporter, metrics, the openai SDK.
 
 Provider policy: an app that already set an SDK TracerProvider keeps it and gets our
-StatsSpanProcessor added to it; with no global provider set we create one and make it global (so
-the app's own spans work too); a non-SDK global provider (a vendor's, or an explicit no-op) is never
-replaced — we then trace through a private provider of our own. Metrics: a given meter_provider,
+StatsSpanProcessor added to it; otherwise we trace through a private provider of our own and never
+take the global slot, which can be set only once: an app that sets up its own tracing after
+`instrument()` (always the case under `otelstats run`) must still get it, not a refusal that leaves
+its exporters empty. A non-SDK global provider (a vendor's, or an explicit no-op) is never replaced. Metrics: a given meter_provider,
 else with a Prometheus port a private MeterProvider read by it, else the global one (never set).
 The returned Handle is per process: instrument() is idempotent, and flushes at exit and on SIGTERM.
 Sampling: the app's sampler decides what the app's own exporters get; the statistics get every
@@ -206,9 +207,7 @@ def _build(
             tracer_provider = current
         else:
             tracer_provider = TracerProvider()
-            owns_tp = not isinstance(current, trace.ProxyTracerProvider)
-            if not owns_tp:
-                trace.set_tracer_provider(tracer_provider)
+            owns_tp = True
     elif not isinstance(tracer_provider, TracerProvider):
         raise ConfigError(
             "tracer_provider must be an opentelemetry.sdk.trace.TracerProvider; with another "

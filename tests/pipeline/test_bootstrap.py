@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -99,13 +100,11 @@ import otelstats
 
 scenario = sys.argv[2]
 app_spans = InMemorySpanExporter()   # what the app's own exporter receives
-if scenario == "app-sampler-drops-all":
-    provider = TracerProvider(sampler=ALWAYS_OFF)
-    provider.add_span_processor(SimpleSpanProcessor(app_spans))
-    trace.set_tracer_provider(provider)
+# The app's own tracing, set up first (its sampler from OTEL_TRACES_SAMPLER unless given).
+provider = TracerProvider(sampler=ALWAYS_OFF if scenario == "app-sampler-drops-all" else None)
+provider.add_span_processor(SimpleSpanProcessor(app_spans))
+trace.set_tracer_provider(provider)
 handle = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
-if scenario != "app-sampler-drops-all":
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(app_spans))
 if scenario == "unsampled-parent":
     # A request that arrived with `traceparent: 00-...-00`: its trace is not sampled.
     remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
@@ -312,6 +311,53 @@ def test_run_program_instruments_an_unmodified_script(tmp_path: Path) -> None:
     assert code == 3
     assert count_calls(db) == 3
     assert marker.exists()  # the program's own sitecustomize still ran
+
+
+def test_an_app_that_sets_up_its_tracing_after_instrument_keeps_it(tmp_path: Path) -> None:
+    """Under `otelstats run` the app's own OpenTelemetry setup always comes after ours: its
+    `set_tracer_provider` must take effect (the global slot can be set only once), its exporter
+    gets its spans, the statistics get every call, and the calls sit in the app's trace."""
+    db = tmp_path / "stats.db"
+    script = tmp_path / "traced_app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from openai import OpenAI
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                InMemorySpanExporter,
+            )
+
+            mine = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(mine))
+            trace.set_tracer_provider(provider)
+            client = OpenAI(base_url=sys.argv[1], api_key="test", max_retries=0)
+            with trace.get_tracer("app").start_as_current_span("handle-request") as span:
+                for _ in range(2):
+                    client.chat.completions.create(model="m", messages=[{"role": "user"}])
+            names = [s.name for s in mine.get_finished_spans()]
+            print(f"{span.get_span_context().trace_id:032x}", *names)
+            """
+        )
+    )
+    with FakeOpenAIServer() as server:
+        command = [sys.executable, "-m", "otelstats", "run", "--db", str(db), "--",
+                   sys.executable, str(script), server.base_url]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    trace_id, *names = done.stdout.split()
+    assert names == ["handle-request"]  # the app's exporter got the app's span
+    assert "Overriding" not in done.stderr
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT trace_id FROM calls").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(trace_id,), (trace_id,)]
 
 
 def test_run_with_a_python_otelstats_is_not_installed_for_says_so(tmp_path: Path) -> None:
