@@ -4,8 +4,9 @@ Provider policy: an app that already set an SDK TracerProvider keeps it and gets
 StatsSpanProcessor added to it; otherwise we trace through a private provider of our own and never
 take the global slot, which can be set only once: an app that sets up its own tracing after
 `instrument()` (always the case under `otelstats run`) must still get it, not a refusal that leaves
-its exporters empty. A non-SDK global provider (a vendor's, or an explicit no-op) is never replaced. Metrics: a given meter_provider,
-else with a Prometheus port a private MeterProvider read by it, else the global one (never set).
+its exporters empty. A non-SDK global provider (a vendor's, or an explicit no-op) is never
+replaced. Metrics: a given meter_provider, else with a Prometheus port a private MeterProvider
+read by it, else the global one (never set).
 The returned Handle is per process: instrument() is idempotent, and flushes at exit and on SIGTERM.
 Sampling: the app's sampler decides what the app's own exporters get; the statistics get every
 call (`every_call`).
