@@ -196,10 +196,11 @@ def _other_output(delta: Any) -> bool:
     """Output a chat delta carries besides content, tool calls and refusals (read only when it
     has none of those: a role-only or finish chunk, or reasoning before the answer): the legacy
     `function_call`, `audio`, or reasoning text outside the SDK's fields."""
-    if delta.function_call or delta.audio:
+    # getattr: `audio` came with openai 1.5x, and otelstats supports any openai >= 1.0.
+    if getattr(delta, "function_call", None) or getattr(delta, "audio", None):
         return True
-    extra = delta.__pydantic_extra__
-    return bool(extra) and any(extra.get(name) for name in semconv.DELTA_REASONING)
+    extra: dict[str, Any] | None = getattr(delta, "__pydantic_extra__", None)
+    return extra is not None and any(extra.get(name) for name in semconv.DELTA_REASONING)
 
 
 class CompletionState(StreamState):
