@@ -7,7 +7,6 @@ SDK untouched; the user's own exceptions pass through as the very same object.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from opentelemetry.trace import get_current_span
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
-from ._long_strings import replace_long
+from ._long_strings import captured
 from ._streams import (
     AsyncStreamProxy,
     ChatState,
@@ -41,21 +40,6 @@ call, and another instrumentation's span started inside it is a duplicate (`_coe
 
 def active_call() -> Call | None:
     return _ACTIVE.get()
-
-
-CAPTURED_STRING = 16 * 1024
-"""Captured content (opt-in): the longest string kept whole. A longer one (a picture's data URL)
-is cut and marked with its length, so the attribute stays valid JSON and dumping it does not cost
-the caller milliseconds per megabyte."""
-
-
-def _cut(text: str) -> str:
-    return f"{text[:CAPTURED_STRING]}…[{len(text)} characters]"
-
-
-def captured(content: Any) -> str:
-    """Message content as the JSON of a `gen_ai.*.messages` attribute (long strings cut)."""
-    return json.dumps(replace_long(content, CAPTURED_STRING, _cut), default=str)
 
 
 @dataclass(frozen=True)
@@ -149,7 +133,7 @@ class Prepared:
         if options.capture_content:
             messages = kwargs.get("messages", kwargs.get("input", kwargs.get("prompt")))
             if isinstance(messages, (list, tuple, str)):
-                attrs["gen_ai.input.messages"] = captured(messages)
+                attrs[semconv.INPUT_MESSAGES] = captured(messages)
         self.kwargs = kwargs
         self.hide_usage = False
         if (
@@ -205,16 +189,25 @@ def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) ->
         attrs[semconv.RESPONSE_ID] = rid
     if endpoint is RESPONSES:
         attrs.update(response_outcome(result))
+        if capture:
+            attrs[semconv.OUTPUT_MESSAGES] = captured([getattr(result, "output_text", None)])
     else:
         choices = getattr(result, "choices", None) or ()
         reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
         if reasons:
             attrs[semconv.RESPONSE_FINISH_REASONS] = reasons
         if capture and choices:
-            out = [getattr(getattr(c, "message", None), "content", None) for c in choices]
-            attrs["gen_ai.output.messages"] = captured(out)
+            attrs[semconv.OUTPUT_MESSAGES] = captured([_answer(c) for c in choices])
     outcome: Outcome = "error" if semconv.ERROR_TYPE in attrs else "ok"
     call.end(outcome, attrs)
+
+
+def _answer(choice: Any) -> Any:
+    """A choice's text: a chat message's content, or a legacy completion's text."""
+    message = getattr(choice, "message", None)
+    return (
+        getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
+    )
 
 
 class RawResponseProxy(wrapt.ObjectProxy[Any]):

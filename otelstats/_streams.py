@@ -20,6 +20,7 @@ import wrapt
 
 from . import semconv
 from ._instr_telemetry import Call, timings_attributes, usage_attributes
+from ._long_strings import captured
 from .records import Outcome
 
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
@@ -40,6 +41,7 @@ class StreamState:
         "model",
         "reasons",
         "response_id",
+        "texts",
         "usage",
     )
 
@@ -56,6 +58,10 @@ class StreamState:
         self.finished = False
         """The server said the answer is complete (finish reason / terminal event)."""
         self.extra: dict[str, Any] = {}
+        self.texts: dict[int, list[str]] | None = (
+            {} if call.telemetry.options.capture_content else None
+        )
+        """Content capture (opt-in): the answer's text, per choice, as it streams."""
 
     def feed(self, item: Any) -> bool:
         raise NotImplementedError
@@ -105,6 +111,9 @@ class StreamState:
             attrs[semconv.RESPONSE_FINISH_REASONS] = list(reasons.values())
         elif reasons:
             attrs[semconv.RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+        if self.texts:
+            answers = ["".join(self.texts[i]) for i in sorted(self.texts)]
+            attrs[semconv.OUTPUT_MESSAGES] = captured(answers)
         reported = usage_attributes(self.usage)
         if reported:
             attrs.update(reported)
@@ -156,6 +165,7 @@ class ChatState(StreamState):
         choices = item.choices
         usage = item.usage
         if choices:
+            texts = self.texts
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (
@@ -167,6 +177,8 @@ class ChatState(StreamState):
                         self.first = now
                     self.last = now
                     self.content += 1
+                    if texts is not None and delta.content:
+                        texts.setdefault(choice.index, []).append(delta.content)
                 reason = choice.finish_reason
                 if reason:
                     self.reasons[choice.index] = reason
@@ -216,6 +228,8 @@ class CompletionState(StreamState):
             for choice in choices:
                 if choice.text:
                     self._content()
+                    if self.texts is not None:
+                        self.texts.setdefault(choice.index, []).append(choice.text)
                 if choice.finish_reason:
                     self.reasons[choice.index] = choice.finish_reason
                     self.finished = True
@@ -238,6 +252,9 @@ class ResponsesState(StreamState):
         kind = item.type
         if kind.endswith(".delta"):  # any generated output: text, reasoning, tool input, audio
             self._content()
+            if self.texts is not None and kind == "response.output_text.delta":
+                index = getattr(item, "output_index", 0)
+                self.texts.setdefault(index, []).append(item.delta)
         elif kind in _RESPONSE_TERMINAL or kind == "response.created":
             response = item.response
             self.model = response.model or self.model

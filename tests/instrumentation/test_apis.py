@@ -301,6 +301,33 @@ def test_captured_content_is_valid_json_with_long_strings_cut(
     assert received.endswith(f"[{len(answer)} characters]")
 
 
+def test_captured_content_of_streamed_answers(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    """With content capture on, a streamed answer is captured as a non-streamed one is: the
+    whole text the user saw (chat, legacy completions, Responses)."""
+    otel = make_otel(settings=Settings(capture_content=True))
+    try:
+        chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+        client.chat.completions.create(model="m", messages=MESSAGES)
+        legacy = list(client.completions.create(model="m", prompt="Say it", stream=True))
+        legacy_whole = client.completions.create(model="m", prompt="Say it")
+        events = list(client.responses.create(model="m", input="Say it", stream=True))
+        response_whole = client.responses.create(model="m", input="Say it")
+    finally:
+        otel.instrumentor.uninstrument()
+    seen = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    legacy_seen = "".join(c.choices[0].text for c in legacy if c.choices)
+    said = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    captured = [json.loads(s.attributes["gen_ai.output.messages"]) for s in otel.finished()]
+    assert seen
+    assert captured[:2] == [[seen], [seen]]
+    assert captured[2:4] == [[legacy_seen], [legacy_whole.choices[0].text]]
+    assert captured[4:] == [[said], [response_whole.output_text]]
+    assert legacy_seen
+    assert said
+
+
 def test_the_users_objects_print_as_the_sdks(server: FakeOpenAIServer) -> None:
     """What a user prints while debugging (a stream, its HTTP response, a raw response) reads
     as the SDK's own object, not as otelstats' proxy of it."""
