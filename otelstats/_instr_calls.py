@@ -7,6 +7,7 @@ SDK untouched; the user's own exceptions pass through as the very same object.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import get_current_span
 
 from . import semconv
-from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
+from ._instr_telemetry import Call, Server, Telemetry, timings_attributes, usage_attributes
 from ._long_strings import captured
 from ._streams import (
     AsyncStreamProxy,
@@ -57,8 +58,8 @@ EMBEDDINGS = Endpoint(semconv.OPERATION_EMBEDDINGS, None)
 RESPONSES = Endpoint(semconv.OPERATION_CHAT, ResponsesState, remember=True)
 
 
-def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None, str]:
-    """(host, port, base URL text) of the client, parsed once per base URL object."""
+def _server(telemetry: Telemetry, instance: Any) -> Server:
+    """The client's `Server`, parsed once per base URL object."""
     client = getattr(instance, "_client", None)
     # The attribute behind the SDK's `base_url` property, when it has one: the property imports
     # a module on every read (~0.9 µs a call in openai 3.x).
@@ -66,7 +67,7 @@ def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None
     if url is None:
         url = getattr(client, "base_url", None)
     if url is None:
-        return None, None, ""
+        return None, None, "", semconv.PROVIDER_OPENAI
     cache = telemetry.servers
     found = cache.get(id(url))
     if found is not None and found[0] is url:  # the same object, not a recycled id
@@ -76,11 +77,31 @@ def _server(telemetry: Telemetry, instance: Any) -> tuple[str | None, int | None
     if port is None:
         scheme = getattr(url, "scheme", "")
         port = 443 if scheme == "https" else 80 if scheme == "http" else None
-    server = (host or None, port, str(url))
+    server = (host or None, port, str(url), _provider(client, host, getattr(url, "path", "")))
     if len(cache) >= 64:
         cache.clear()
     cache[id(url)] = (url, server)
     return server
+
+
+def _provider(client: Any, host: Any, path: Any) -> str:
+    """Azure OpenAI for the SDK's Azure clients (whatever their address: an API gateway's
+    too), else by the address (`semconv.provider_name`)."""
+    azure = sys.modules.get("openai.lib.azure")  # imported if the app made an Azure client
+    base = getattr(azure, "BaseAzureClient", None)
+    if isinstance(base, type) and isinstance(client, base):
+        return semconv.PROVIDER_AZURE_OPENAI
+    return semconv.provider_name(
+        host if isinstance(host, str) else None, path if isinstance(path, str) else ""
+    )
+
+
+def _model(value: Any) -> str | None:
+    """The model as the SDK sends it: a str subclass (an Enum of model names) as its text,
+    which is what the server receives; anything else is none."""
+    if isinstance(value, str):
+        return str.__str__(value) or None
+    return None
 
 
 def _body_sets_stream_options(kwargs: Any) -> bool:
@@ -99,18 +120,23 @@ class Prepared:
     def __init__(self, telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any):
         options = telemetry.options
         model = kwargs.get("model")
-        model = model if isinstance(model, str) else None
-        host, port, self.base_url = _server(telemetry, instance)
+        if type(model) is not str:
+            model = _model(model)
+        host, port, self.base_url, provider = _server(telemetry, instance)
         headers = kwargs.get("extra_headers")
         self.raw = (  # `is not None` first: an ABC check costs more than the rest of this line
             headers is not None
             and isinstance(headers, Mapping)
             and bool(headers.get(RAW_RESPONSE_HEADER))
         )
-        self.stream = kwargs.get("stream") is True
+        stream = kwargs.get("stream")
+        # The SDK streams on any true value (`stream or False`); its NOT_GIVEN / omit are false.
+        self.stream = stream is True or (
+            stream is not None and stream is not False and bool(stream)
+        )
         attrs: dict[str, Any] = {
             semconv.OPERATION_NAME: endpoint.operation,
-            semconv.PROVIDER_NAME: semconv.PROVIDER_OPENAI,
+            semconv.PROVIDER_NAME: provider,
         }
         if self.stream:  # absent reads as not streamed (one attribute less per call)
             attrs[semconv.REQUEST_STREAM] = True

@@ -32,6 +32,10 @@ from .records import Outcome
 logger = logging.getLogger("otelstats.instrumentation")
 
 
+Server = tuple[str | None, int | None, str, str]
+"""(host, port, base URL text, `gen_ai.provider.name`) of a client."""
+
+
 @dataclass(frozen=True)
 class Options:
     """What an instrumentor was asked to do (from `Settings` or keyword arguments)."""
@@ -74,7 +78,7 @@ class Telemetry:
         self.rejects_stream_options: set[str] = set()
         """Servers (base URLs) that answered 400 to `stream_options`: never ask them again."""
         self.response_chains = ResponseChains()
-        self.servers: dict[int, tuple[Any, tuple[str | None, int | None, str]]] = {}
+        self.servers: dict[int, tuple[Any, Server]] = {}
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self._logged: set[str] = set()
 

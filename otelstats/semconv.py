@@ -54,6 +54,7 @@ OPERATION_TEXT_COMPLETION: Final = "text_completion"
 OPERATION_EMBEDDINGS: Final = "embeddings"
 OPERATION_GENERATE_CONTENT: Final = "generate_content"
 PROVIDER_OPENAI: Final = "openai"
+PROVIDER_AZURE_OPENAI: Final = "azure.ai.openai"
 TOKEN_TYPE_INPUT: Final = "input"  # noqa: S105
 TOKEN_TYPE_OUTPUT: Final = "output"  # noqa: S105
 
@@ -87,3 +88,16 @@ DELTA_OUTPUT: Final = (
 )  # fmt: skip
 """Every field of a chat stream's delta that carries generated output: a chunk with any of them is
 an output chunk (time to first chunk, tokens counted when a server reports no usage)."""
+
+
+_AZURE_DOMAINS: Final = (".azure.com", ".azure.us", ".azure.cn", ".azure-api.net")
+
+
+def provider_name(host: str | None, path: str = "") -> str:
+    """`gen_ai.provider.name` of a server spoken to over the OpenAI API, by its address: Azure
+    OpenAI on its own hosts (`x.openai.azure.com`, `x.cognitiveservices.azure.com`, sovereign
+    clouds alike) and under its `/openai` paths on other Azure hosts (AI Foundry, API
+    Management); anything else is `openai`, the API spoken (a local server's too)."""
+    if host and host.endswith(_AZURE_DOMAINS) and ("openai" in host or "/openai" in path):
+        return PROVIDER_AZURE_OPENAI
+    return PROVIDER_OPENAI

@@ -36,9 +36,9 @@ _HOST_HELP = (
 )
 @click.option(
     "--provider",
-    default="openai",
-    show_default=True,
-    help="gen_ai.provider.name recorded for the calls (the API the upstream speaks).",
+    default=None,
+    help="gen_ai.provider.name recorded for the calls [default: azure.ai.openai for an Azure "
+    "OpenAI upstream, else openai].",
 )
 @click.option(
     "--max-request-mb",
@@ -52,7 +52,7 @@ def proxy(
     port: int,
     db: str | None,
     timeout: float,
-    provider: str,
+    provider: str | None,
     max_request_mb: float | None,
 ) -> None:
     """Record every call made through an OpenAI-compatible proxy.

@@ -60,7 +60,9 @@ class ProxyOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
     stream_usage: bool = True
     """Ask chat/completions streams for usage when the client did not, hiding the extra chunk."""
-    provider: str = semconv.PROVIDER_OPENAI
+    provider: str | None = None
+    """`gen_ai.provider.name` of the calls; None: by the upstream's address (Azure OpenAI on
+    Azure's hosts, else openai), as the SDK instrumentation names it."""
     conversation_salt: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     """Secret key of the conversation fingerprints (`conversation.fingerprint`); `otelstats
     proxy` uses the user's, as `instrument()` does, so both group a conversation alike."""
@@ -157,8 +159,11 @@ class _Call:
         span, self.span = self.span, None
         if error_type is not None and self.tally.error_type is None:
             self.tally.error_type = error_type
+        provider = self.options.provider or semconv.provider_name(
+            self.upstream.host, self.upstream.base_path
+        )
         attrs = self.tally.attributes(
-            provider=self.options.provider, server=(self.upstream.host, self.upstream.port)
+            provider=provider, server=(self.upstream.host, self.upstream.port)
         )
         span.set_attributes(attrs)
         response_id = self.tally.response_id
