@@ -104,12 +104,24 @@ def _model(value: Any) -> str | None:
     return None
 
 
-def _body_sets_stream_options(kwargs: Any) -> bool:
-    """The user's `extra_body` names `stream_options`: the SDK merges `extra_body` over the
-    request (shallowly), so the server gets the user's `stream_options` whatever otelstats adds,
-    and the usage chunk it may send is one the user asked for."""
+def _asking_usage(kwargs: Any) -> dict[str, Any] | None:
+    """The kwargs to send instead of the caller's `kwargs`, asking a stream for usage; None when
+    the caller's must go as they are.
+
+    The ask travels in `extra_body`, which every SDK version sends as it is, merged (shallowly)
+    over the request: openai before 1.26 has no `stream_options` argument and would raise
+    TypeError on one. A caller's own `stream_options` argument is kept, with `include_usage`
+    added (`with_usage`); one in the caller's `extra_body` already wins over any argument, so the
+    usage chunk the server may send is one the caller asked for."""
     extra = kwargs.get("extra_body")
-    return extra is not None and isinstance(extra, Mapping) and "stream_options" in extra
+    if extra is None:
+        extra = {}
+    elif not isinstance(extra, Mapping) or "stream_options" in extra:
+        return None
+    sent = with_usage(kwargs.get("stream_options"))
+    if sent is None:
+        return None
+    return {**kwargs, "extra_body": {**extra, "stream_options": sent}}
 
 
 class Prepared:
@@ -168,11 +180,10 @@ class Prepared:
             and not self.raw
             and options.stream_usage
             and self.base_url not in telemetry.rejects_stream_options
-            and not _body_sets_stream_options(kwargs)
         ):
-            sent = with_usage(kwargs.get("stream_options"))
-            if sent is not None:
-                self.kwargs = {**kwargs, "stream_options": sent}
+            asking = _asking_usage(kwargs)
+            if asking is not None:
+                self.kwargs = asking
                 self.hide_usage = True
         self.call: Call = telemetry.start(endpoint.operation, model, attrs, context, current)
         self.call.remember = endpoint.remember

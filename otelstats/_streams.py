@@ -23,7 +23,9 @@ from ._instr_telemetry import Call, timings_attributes, usage_attributes
 from ._long_strings import captured
 from .records import Outcome
 
-_TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError"})
+_TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError", "TransportError"})
+"""A stream cut short by the server or the network: the SDK's errors (today's SDK wraps what
+breaks mid-stream in them) and httpx's own (which openai 1.x lets through from a stream)."""
 _CANCELLATIONS = (KeyboardInterrupt, asyncio.CancelledError)
 
 
@@ -169,7 +171,7 @@ class ChatState(StreamState):
             for choice in choices:
                 delta = choice.delta
                 if delta is not None and (
-                    delta.content or delta.tool_calls or delta.refusal or _other_output(delta)
+                    delta.content or delta.tool_calls or _other_output(delta)
                 ):
                     # `_content`, written out: the hottest line of a chat stream.
                     now = perf_counter()
@@ -205,11 +207,16 @@ class ChatState(StreamState):
 
 
 def _other_output(delta: Any) -> bool:
-    """Output a chat delta carries besides content, tool calls and refusals (read only when it
-    has none of those: a role-only or finish chunk, or reasoning before the answer): the legacy
+    """Output a chat delta carries besides content and tool calls (read only when it has
+    neither: a role-only or finish chunk, or reasoning before the answer): a refusal, the legacy
     `function_call`, `audio`, or reasoning text outside the SDK's fields."""
-    # getattr: `audio` came with openai 1.5x, and otelstats supports any openai >= 1.0.
-    if getattr(delta, "function_call", None) or getattr(delta, "audio", None):
+    # getattr: `refusal` came with openai 1.40 and `audio` with 1.5x; a field the SDK does not
+    # know raises AttributeError, which would cost the stream its record.
+    if (
+        getattr(delta, "refusal", None)
+        or getattr(delta, "function_call", None)
+        or getattr(delta, "audio", None)
+    ):
         return True
     extra: dict[str, Any] | None = getattr(delta, "__pydantic_extra__", None)
     return extra is not None and any(extra.get(name) for name in semconv.DELTA_REASONING)

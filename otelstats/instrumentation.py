@@ -38,7 +38,10 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
-_INSTRUMENTS = ("openai >= 1.0",)
+_INSTRUMENTS = ("openai >= 1.26",)
+"""The oldest SDK otelstats is tested with (`scripts/test` runs the instrumentation tests on it):
+1.26 brought `stream_options`, on which usage of streams rests. With an older one installed,
+`instrument()` logs the conflict and leaves the SDK as it is."""
 _SCOPE = semconv.OTELSTATS_SCOPE
 
 # (candidate modules across SDK versions 1.x-3.x, class, method, endpoint, is_async)

@@ -4,6 +4,7 @@ in-memory OpenTelemetry providers passed to a freshly instrumented OpenAIInstrum
 from __future__ import annotations
 
 import gc
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,24 @@ def client(server: FakeOpenAIServer) -> Iterator[openai.OpenAI]:
 def new_aclient(server: FakeOpenAIServer) -> Callable[[], openai.AsyncOpenAI]:
     """A factory: each event loop (asyncio.run) needs an async client of its own."""
     return lambda: openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+
+
+HAS_RESPONSES = importlib.util.find_spec("openai.resources.responses") is not None
+needs_responses = pytest.mark.skipif(
+    not HAS_RESPONSES, reason=f"openai {openai.__version__} has no Responses API (1.66 and later)"
+)
+"""The suite also runs against the oldest openai otelstats supports (scripts/test): a test of
+an API that SDK lacks is skipped there."""
+
+
+def chat_helpers(client: Any) -> Any:
+    """`chat.completions` with the `parse` / `stream` helpers, where the client's SDK has them
+    (openai 1.40 to 1.9x: under `beta`); skips the test on an SDK without them."""
+    for owner in (client.chat, getattr(getattr(client, "beta", None), "chat", None)):
+        completions = getattr(owner, "completions", None)
+        if completions is not None and hasattr(completions, "stream"):
+            return completions
+    pytest.skip(f"openai {openai.__version__} has no chat parse/stream helpers")
 
 
 MESSAGES = [

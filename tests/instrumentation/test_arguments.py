@@ -147,3 +147,28 @@ def test_azure_through_the_plain_client_is_named_by_its_address(
     record = otel.record()
     assert record.provider == semconv.PROVIDER_AZURE_OPENAI
     assert record.server_address == "my-resource.openai.azure.com"
+
+
+def test_usage_is_asked_beside_the_callers_own_extra_body(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    """Local servers' sampling options travel in `extra_body` (llama.cpp's and vLLM's `top_k`);
+    otelstats' ask for usage goes beside them, and the caller's dict is left as it was."""
+    extra = {"top_k": 40, "repetition_penalty": 1.1}
+
+    def scenario() -> list[Any]:
+        stream = client.chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, extra_body=extra
+        )
+        return [chunk.to_dict() for chunk in stream]
+
+    bare, instrumented, otel = differential(scenario)
+    assert [{k: v for k, v in c.items() if k != "id"} for c in instrumented] == [
+        {k: v for k, v in c.items() if k != "id"} for c in bare
+    ]
+    assert extra == {"top_k": 40, "repetition_penalty": 1.1}
+    sent = server.requests[-1].body
+    assert (sent["top_k"], sent["repetition_penalty"]) == (40, 1.1)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in server.requests[0].body
+    assert otel.record().tokens_source == "reported"

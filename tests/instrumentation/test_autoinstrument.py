@@ -17,6 +17,8 @@ import pytest
 
 from otelstats.fake_server import FakeOpenAIServer
 
+from .conftest import needs_responses
+
 APP = """
 import os, openai
 messages = [{"role": "user", "content": "hi"}]
@@ -98,6 +100,7 @@ print(sorted(s.name for s in spans.get_finished_spans()))
 """
 
 
+@needs_responses
 def test_sdk_modules_are_wrapped_when_the_app_imports_them(server: FakeOpenAIServer) -> None:
     """instrument() before the SDK's resources are imported: nothing imported up front (start-up
     time), and each module is still wrapped the moment the app first uses it."""

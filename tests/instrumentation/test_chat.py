@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
-from .conftest import MESSAGES, Otel, differential, make_otel
+from .conftest import MESSAGES, Otel, chat_helpers, differential, make_otel
 
 
 def _strip(obj: Any) -> Any:
@@ -278,13 +278,13 @@ def test_sdk_retries_are_one_call(server: FakeOpenAIServer, otel: Otel) -> None:
 
 
 def test_parse_helper_is_recorded_once(otel: Otel, client: openai.OpenAI) -> None:
-    parsed = client.chat.completions.parse(model="m", messages=MESSAGES)
+    parsed = chat_helpers(client).parse(model="m", messages=MESSAGES)
     assert parsed.choices[0].message.content
     assert otel.record().output_tokens == 9
 
 
 def test_stream_helper_is_recorded_once(otel: Otel, client: openai.OpenAI) -> None:
-    with client.chat.completions.stream(model="m", messages=MESSAGES) as stream:
+    with chat_helpers(client).stream(model="m", messages=MESSAGES) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_completion()
     assert "content.done" in events
@@ -295,7 +295,7 @@ def test_stream_helper_is_recorded_once(otel: Otel, client: openai.OpenAI) -> No
 
 
 def test_stream_helper_left_early_ends_the_span(otel: Otel, client: openai.OpenAI) -> None:
-    with client.chat.completions.stream(model="m", messages=MESSAGES) as stream:
+    with chat_helpers(client).stream(model="m", messages=MESSAGES) as stream:
         for _event in stream:
             break
         assert otel.finished() == []
@@ -306,7 +306,7 @@ def test_async_stream_helper(otel: Otel, new_aclient: Callable[[], openai.AsyncO
     async def run() -> str | None:
         async with (
             new_aclient() as aclient,
-            aclient.chat.completions.stream(model="m", messages=MESSAGES) as stream,
+            chat_helpers(aclient).stream(model="m", messages=MESSAGES) as stream,
         ):
             async for _event in stream:
                 pass
