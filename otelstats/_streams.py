@@ -219,7 +219,9 @@ def _other_output(delta: Any) -> bool:
     ):
         return True
     extra: dict[str, Any] | None = getattr(delta, "__pydantic_extra__", None)
-    return extra is not None and any(extra.get(name) for name in semconv.DELTA_REASONING)
+    if not extra:  # None, or the empty dict of a delta with no field outside the SDK's
+        return False
+    return any(extra.get(name) for name in semconv.DELTA_REASONING)
 
 
 class CompletionState(StreamState):
