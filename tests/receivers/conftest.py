@@ -6,6 +6,7 @@ TracerProvider and the real StatsSpanExporter into a temporary SQLite store.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,17 @@ class RunningProxy:
     def base_url(self) -> str:
         return self.server.base_url
 
-    def calls(self) -> list[Any]:
-        """Flush the proxy's spans to the store, then read them back."""
-        assert self.provider.force_flush(10_000)
-        return calls(self.store)
+    def calls(self, at_least: int = 0) -> list[Any]:
+        """Flush the proxy's spans to the store, then read them back. A stream is recorded once
+        the proxy has read the upstream to its end, a moment after the client has its last
+        chunk: `at_least` waits (up to 10 s) for that many calls."""
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.provider.force_flush(10_000)
+            rows = calls(self.store)
+            if len(rows) >= at_least or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
 
 
 @pytest.fixture
