@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter, NoOpHistogram
@@ -34,6 +34,13 @@ logger = logging.getLogger("otelstats.instrumentation")
 
 Server = tuple[str | None, int | None, str, str]
 """(host, port, base URL text, `gen_ai.provider.name`) of a client."""
+
+
+class Unfinished(Protocol):
+    """A call that outlives the SDK method that started it (a stream)."""
+
+    def stopped(self) -> None:
+        """End it now, as if its user had closed it."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,20 @@ class Telemetry:
         self.response_chains = ResponseChains()
         self.servers: dict[int, tuple[Any, Server]] = {}
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
+        self.unfinished: dict[int, Unfinished] = {}
+        """Streams handed out and not ended yet, by id: `end_unfinished` ends them at exit."""
         self._logged: set[str] = set()
+
+    def end_unfinished(self) -> None:
+        """End every stream still open (left mid-way, neither closed nor garbage collected: a
+        script whose stream variable lives until the end), as if closed now: at interpreter
+        exit, before the last spans are flushed, so that no call made is lost."""
+        for stream in list(self.unfinished.values()):
+            try:
+                stream.stopped()
+            except Exception:
+                self.internal_error("ending an open stream")
+        self.unfinished.clear()
 
     def records_metrics(self) -> bool:
         """False while the histograms record nothing: the API's no-op meter, or its proxy meter

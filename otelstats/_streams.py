@@ -60,10 +60,10 @@ class StreamState:
         self.finished = False
         """The server said the answer is complete (finish reason / terminal event)."""
         self.extra: dict[str, Any] = {}
-        self.texts: dict[int, list[str]] | None = (
-            {} if call.telemetry.options.capture_content else None
-        )
+        telemetry = call.telemetry
+        self.texts: dict[int, list[str]] | None = {} if telemetry.options.capture_content else None
         """Content capture (opt-in): the answer's text, per choice, as it streams."""
+        telemetry.unfinished[id(self)] = self
 
     def feed(self, item: Any) -> bool:
         raise NotImplementedError
@@ -101,6 +101,7 @@ class StreamState:
 
     def end(self, outcome: Outcome, error: BaseException | None = None) -> None:
         call = self.call
+        call.telemetry.unfinished.pop(id(self), None)
         if call.done:
             return
         attrs = self.extra

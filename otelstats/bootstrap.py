@@ -90,6 +90,7 @@ class Handle:
         self._restore_sigterm()
         if self._instrumentor is not None:
             try:
+                self._instrumentor.end_unfinished()  # streams left open: recorded, not lost
                 self._instrumentor.uninstrument()
             except Exception:
                 log.exception("otelstats: uninstrumenting the openai SDK failed")

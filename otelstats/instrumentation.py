@@ -7,6 +7,7 @@ capture_content=..., conversation_salt=...)`; `uninstrument()` unwraps exactly w
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -97,6 +98,8 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not hasattr(self, "_wrapped"):
             self._wrapped: list[tuple[Any, str]] = []
             self.telemetry: Telemetry | None = None
+            self._telemetries: list[Telemetry] = []
+            """Every Telemetry instrument() made: streams of an earlier one may still be open."""
             self._markers: weakref.WeakKeyDictionary[Any, DuplicateMarker] = (
                 weakref.WeakKeyDictionary()
             )
@@ -118,6 +121,12 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
         telemetry = Telemetry(tracer, meter, _options(settings, merged))
         self.telemetry = telemetry
+        if not self._telemetries:
+            # Registered after the app's TracerProvider (made before instrument()), so it runs
+            # before that provider's own exit flush (atexit runs last-registered first).
+            atexit.register(self.end_unfinished)
+        self._telemetries = [t for t in self._telemetries if t.unfinished]
+        self._telemetries.append(telemetry)
         self._wrapped = []
         # A module the app has not imported yet is wrapped when it is: importing all of the SDK's
         # resources (Responses, beta...) up front would double the app's start-up time.
@@ -127,6 +136,12 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             elif name not in self._hooked:
                 self._hooked.add(name)
                 register_post_import_hook(self._on_import, name)
+
+    def end_unfinished(self) -> None:
+        """End every stream still open, as if closed now (`Telemetry.end_unfinished`): at
+        interpreter exit, and by `otelstats.instrument()`'s handle before its last flush."""
+        for telemetry in self._telemetries:
+            telemetry.end_unfinished()
 
     def _on_import(self, module: Any) -> None:
         if self.telemetry is None:  # uninstrumented since: hooks cannot be unregistered

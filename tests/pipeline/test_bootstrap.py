@@ -88,6 +88,44 @@ def test_normal_exit_persists_every_call_once(tmp_path: Path) -> None:
     assert count_calls(db) == 5
 
 
+_LEFT_OPEN = """
+client = OpenAI(base_url=SERVER.base_url, api_key="test", max_retries=0)
+if sys.argv[2] == "own-provider":   # an app with its own OpenTelemetry setup, made first
+    from opentelemetry.sdk.trace import TracerProvider
+    from otelstats import OpenAIInstrumentor, StatsSpanExporter, StatsSpanProcessor
+    provider = TracerProvider()
+    provider.add_span_processor(StatsSpanProcessor(StatsSpanExporter(sys.argv[1])))
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+else:
+    import otelstats
+    otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+# A script that stops reading mid-answer and ends: its stream is neither read to the end nor
+# closed, and lives (a module global) until the interpreter's very last teardown.
+stream = client.chat.completions.create(
+    model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+)
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        break
+client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+@pytest.mark.parametrize("setup", ["instrument", "own-provider"])
+def test_a_stream_left_open_at_exit_is_recorded(tmp_path: Path, setup: str) -> None:
+    db = tmp_path / "stats.db"
+    script = _script(tmp_path, _LEFT_OPEN)
+    result = _run(script, str(db), setup)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT streaming, outcome, output_tokens, tokens_source FROM calls ORDER BY start_ns"
+        ).fetchall()
+    # The stream was left after its first content chunk (the role chunk before it has none).
+    assert rows == [(1, "cancelled", 1, "counted"), (0, "ok", 9, "reported")]
+
+
 _SAMPLING = """
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
