@@ -26,6 +26,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from . import semconv
+from ._child_exit import shutdown_at_child_exit
 
 _DROP = Decision.DROP
 
@@ -75,6 +76,7 @@ class StatsSpanProcessor(BatchSpanProcessor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        shutdown_at_child_exit(self)  # a multiprocessing worker's last calls: see _child_exit
         # The queue BatchSpanProcessor.on_end hands a sampled span to (opentelemetry-sdk 1.3x+);
         # putting spans on it here spares a second method call per span (~4 k instructions, a
         # percent of otelstats' cost per call). Without it, through BatchSpanProcessor.on_end.

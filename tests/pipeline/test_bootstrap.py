@@ -126,6 +126,51 @@ def test_a_stream_left_open_at_exit_is_recorded(tmp_path: Path, setup: str) -> N
     assert rows == [(1, "cancelled", 1, "counted"), (0, "ok", 9, "reported")]
 
 
+_WORKERS = """
+import multiprocessing
+import otelstats
+
+def work(i):
+    client = OpenAI(base_url=SERVER.base_url, api_key="test", max_retries=0)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": str(i)}])
+    return os.getpid()
+
+if __name__ == "__main__":
+    otelstats.instrument(sys.argv[1])   # the default export interval: 1 s
+    work(-1)
+    otelstats.instrument().flush()      # the database exists before the workers start
+    fork = multiprocessing.get_context("fork")
+    how = sys.argv[2]
+    if how == "process":
+        workers = [fork.Process(target=work, args=(i,)) for i in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+            assert worker.exitcode == 0
+    elif how == "pool-close":
+        pool = fork.Pool(2)
+        pids = pool.map(work, range(6))
+        pool.close()
+        pool.join()
+    else:  # leaving `with` terminates the pool: SIGTERM to workers already on their way out
+        with fork.Pool(2) as pool:
+            pids = pool.map(work, range(6))
+"""
+
+
+@pytest.mark.parametrize(("how", "made"), [("process", 3), ("pool-close", 6), ("pool-with", 6)])
+def test_multiprocessing_workers_lose_no_call(tmp_path: Path, how: str, made: int) -> None:
+    """Forked multiprocessing workers end with os._exit, where no atexit handler runs: their
+    calls of the last export interval were lost (all of them, for short tasks)."""
+    db = tmp_path / "stats.db"
+    script = _script(tmp_path, _WORKERS)
+    for _ in range(3):  # a Pool's end races its workers' exit: try it more than once
+        result = _run(script, str(db), how)
+        assert result.returncode == 0, result.stderr
+    assert count_calls(db) == 3 * (1 + made)
+
+
 _SAMPLING = """
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
