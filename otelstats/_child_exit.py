@@ -1,11 +1,17 @@
-"""Shutting down in multiprocessing's forked children, which end with `os._exit`.
+"""Shutting down in multiprocessing's children, which may end with `os._exit`.
 
-A `multiprocessing.Process` or `Pool` worker started by fork runs its target and then leaves
-through `os._exit`: no `atexit` handler runs there, so calls the child made in its last export
-interval would be lost. multiprocessing runs its own exit finalizers first
-(`multiprocessing.util.Finalize`); what is registered here joins them. Nothing is imported up
-front: the hook looks for `multiprocessing.util` only in a forked child, where the fork came
-from multiprocessing if that module is loaded.
+A `multiprocessing.Process` or `Pool` worker started by fork or by the forkserver (Python
+3.14's default on Linux) runs its target and then leaves through `os._exit`: no `atexit` handler
+runs there, so calls the child made in its last export interval would be lost. multiprocessing
+runs its own exit finalizers first (`multiprocessing.util.Finalize`); what is armed here joins
+them, in every multiprocessing child:
+- one forked from a process that made the target (a fork hook; multiprocessing is imported by
+  then if it did the fork);
+- one that made the target itself: while importing the main module anew (spawn,
+  forkserver) or in its worker function;
+- every later fork child of a process that had multiprocessing loaded when it made the target
+  (multiprocessing's own after-fork registry, which forked children run).
+Nothing is imported up front.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from typing import Protocol
 
 EXIT_PRIORITY = 100
 """Before multiprocessing's own finalizers (its queues' at 10 and below): higher runs first."""
+_FINALIZER = "_otelstats_exit_finalizer"
+"""The attribute holding a target's exit finalizer; one inherited by a child is no longer
+active there (a child clears the finalizers it inherits)."""
 
 
 class Closable(Protocol):
@@ -27,24 +36,45 @@ class Closable(Protocol):
 
 
 def shutdown_at_child_exit(target: Closable) -> None:
-    """Call `target.shutdown()` when a multiprocessing child forked from this process ends."""
+    """Call `target.shutdown()` when a multiprocessing child that holds it ends."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        # Run by a forked child's Process._bootstrap, after it clears the finalizers it
+        # inherited (a spawned child runs none: it is armed right here, below).
+        util.register_after_fork(target, _arm)
+        if _in_child():
+            _arm(target)
     if not hasattr(os, "register_at_fork"):
         return
     ref = weakref.ref(target)
 
     def after_in_child() -> None:
-        util = sys.modules.get("multiprocessing.util")
+        child_util = sys.modules.get("multiprocessing.util")
         found = ref()
-        if util is not None and found is not None:
-            # Run by the child's Process._bootstrap after it clears the finalizers it inherited.
-            util.register_after_fork(found, _arm)
+        if child_util is not None and found is not None:
+            child_util.register_after_fork(found, _arm)
 
     os.register_at_fork(after_in_child=after_in_child)
 
 
+def _in_child() -> bool:
+    """This process is a multiprocessing child: importing the main module anew (spawn,
+    forkserver: `_inheriting`, multiprocessing's own flag for that phase) or running its
+    target (an app that sets up otelstats inside its worker function)."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None:
+        return False
+    inheriting = getattr(process.current_process(), "_inheriting", False)
+    return bool(inheriting) or process.parent_process() is not None
+
+
 def _arm(target: Closable) -> None:
+    armed = getattr(target, _FINALIZER, None)
+    if armed is not None and armed.still_active():
+        return  # armed in this process already: both ways above saw the fork
     util = sys.modules["multiprocessing.util"]
-    util.Finalize(target, _last_shutdown, args=(target,), exitpriority=EXIT_PRIORITY)
+    finalizer = util.Finalize(target, _last_shutdown, args=(target,), exitpriority=EXIT_PRIORITY)
+    setattr(target, _FINALIZER, finalizer)
 
 
 def _last_shutdown(target: Closable) -> None:

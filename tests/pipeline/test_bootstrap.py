@@ -127,48 +127,73 @@ def test_a_stream_left_open_at_exit_is_recorded(tmp_path: Path, setup: str) -> N
 
 
 _WORKERS = """
-import multiprocessing
+import multiprocessing, os, sys
+from openai import OpenAI
 import otelstats
 
+otelstats.instrument(os.environ["STATS_DB"])   # at import: spawned children import it too
+
+
 def work(i):
-    client = OpenAI(base_url=SERVER.base_url, api_key="test", max_retries=0)
+    client = OpenAI(base_url=os.environ["FAKE_URL"], api_key="test", max_retries=0)
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": str(i)}])
-    return os.getpid()
+
 
 if __name__ == "__main__":
-    otelstats.instrument(sys.argv[1])   # the default export interval: 1 s
     work(-1)
     otelstats.instrument().flush()      # the database exists before the workers start
-    fork = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(sys.argv[1])
     how = sys.argv[2]
     if how == "process":
-        workers = [fork.Process(target=work, args=(i,)) for i in range(3)]
+        workers = [context.Process(target=work, args=(i,)) for i in range(3)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
             assert worker.exitcode == 0
     elif how == "pool-close":
-        pool = fork.Pool(2)
-        pids = pool.map(work, range(6))
+        pool = context.Pool(2)
+        pool.map(work, range(6))
         pool.close()
         pool.join()
     else:  # leaving `with` terminates the pool: SIGTERM to workers already on their way out
-        with fork.Pool(2) as pool:
-            pids = pool.map(work, range(6))
+        with context.Pool(2) as pool:
+            pool.map(work, range(6))
 """
 
 
-@pytest.mark.parametrize(("how", "made"), [("process", 3), ("pool-close", 6), ("pool-with", 6)])
-def test_multiprocessing_workers_lose_no_call(tmp_path: Path, how: str, made: int) -> None:
-    """Forked multiprocessing workers end with os._exit, where no atexit handler runs: their
-    calls of the last export interval were lost (all of them, for short tasks)."""
+@pytest.mark.parametrize(
+    ("start", "how", "made"),
+    [
+        ("fork", "process", 3),
+        ("fork", "pool-close", 6),
+        ("fork", "pool-with", 6),
+        ("forkserver", "pool-with", 6),  # Python 3.14's default on Linux
+        ("forkserver", "process", 3),
+        ("spawn", "pool-with", 6),  # ends through atexit, which the pool's SIGTERM cut short
+    ],
+)
+def test_multiprocessing_workers_lose_no_call(
+    tmp_path: Path, start: str, how: str, made: int
+) -> None:
+    """Forked and forkserver workers end with os._exit, where no atexit handler runs: their
+    calls of the last export interval were lost (all of them, for short tasks). Spawned ones
+    end through atexit, but a Pool's SIGTERM landing in that flush ended them mid-way."""
     db = tmp_path / "stats.db"
-    script = _script(tmp_path, _WORKERS)
-    for _ in range(3):  # a Pool's end races its workers' exit: try it more than once
-        result = _run(script, str(db), how)
-        assert result.returncode == 0, result.stderr
-    assert count_calls(db) == 3 * (1 + made)
+    script = tmp_path / "workers.py"
+    script.write_text(_WORKERS)
+    with FakeOpenAIServer() as server:
+        env = {**_env(tmp_path), "STATS_DB": str(db), "FAKE_URL": server.base_url}
+        for _ in range(2):  # a Pool's end races its workers' exit: more than once
+            result = subprocess.run(
+                [sys.executable, str(script), start, how],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
+            assert result.returncode == 0, result.stderr
+    assert count_calls(db) == 2 * (1 + made)
 
 
 _SAMPLING = """
