@@ -4,6 +4,7 @@ conversation and all-time rows that equal what the records imply (on SQLite and 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def test_sqlite_wal_and_busy_timeout(sqlite_store: Store) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == BUSY_TIMEOUT_MS
     # WAL is a property of the file: another client sees it too.
     assert sqlite_store.path is not None
-    with sqlite3.connect(sqlite_store.path) as raw:
+    with closing(sqlite3.connect(sqlite_store.path)) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 

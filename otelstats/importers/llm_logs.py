@@ -69,10 +69,13 @@ class ImportResult:
 def _connect(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise ConfigError(f"no llm logs database at {str(path)!r} (run `llm logs path` to find it)")
+    conn = None
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
         raise ConfigError(f"{str(path)!r} is not a readable SQLite database: {exc}") from None
     conn.row_factory = sqlite3.Row
     return conn

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_opentelemetry_instrument_records_each_call_once(
     )
     assert done.returncode == 0, done.stderr
 
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT operation, streaming, outcome FROM calls").fetchall()
     assert sorted(rows) == [("chat", 0, "ok"), ("chat", 1, "ok"), ("embeddings", 0, "ok")]
     v2_active = importlib.util.find_spec("opentelemetry.instrumentation.openai_v2") is not None

@@ -5,6 +5,7 @@ SQLite exporter."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import openai
@@ -76,7 +77,7 @@ def test_the_apps_recorded_but_unsampled_spans_stay_out(
     finally:
         instrumentor.uninstrument()
     provider.shutdown()
-    with sqlite3.connect(dbs["stats"]) as conn:
+    with closing(sqlite3.connect(dbs["stats"])) as conn:
         providers = [row[0] for row in conn.execute("SELECT provider FROM calls")]
     assert providers == ["openai"]
     assert not dbs["batch"].exists()

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import urllib.request
 import venv
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def test_a_stream_left_open_at_exit_is_recorded(tmp_path: Path, setup: str) -> N
     result = _run(script, str(db), setup)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(
             "SELECT streaming, outcome, output_tokens, tokens_source FROM calls ORDER BY start_ns"
         ).fetchall()
