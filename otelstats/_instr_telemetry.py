@@ -140,22 +140,16 @@ class Telemetry:
         return call
 
 
-class _Fields:
-    """A JSON object read as an SDK model is: its keys as attributes (what an SDK version older
-    than a field keeps of it, in `__pydantic_extra__`, is the server's plain JSON)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = data
-
-    def __getattr__(self, name: str) -> Any:
-        value = self._data.get(name)
-        return _Fields(value) if isinstance(value, Mapping) else value
-
-
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _count(details: Any, name: str) -> int | None:
+    """A count of a usage breakdown: an SDK model, or, for a field newer than the SDK, the
+    server's JSON as the SDK keeps it (a dict in `__pydantic_extra__`)."""
+    if type(details) is dict:
+        return _int(details.get(name))
+    return _int(getattr(details, name, None))
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
@@ -181,16 +175,12 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         attrs[semconv.USAGE_OUTPUT_TOKENS] = out
     details = getattr(usage, prefix[0], None)
     if details is not None:
-        if type(details) is dict:  # a field newer than the SDK: kept as the server's JSON
-            details = _Fields(details)
-        cached = _int(getattr(details, "cached_tokens", None))
+        cached = _count(details, "cached_tokens")
         if cached is not None:
             attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
     details = getattr(usage, prefix[1], None)
     if details is not None:
-        if type(details) is dict:
-            details = _Fields(details)
-        reasoning = _int(getattr(details, "reasoning_tokens", None))
+        reasoning = _count(details, "reasoning_tokens")
         if reasoning is not None:
             attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     # Reported is what `span_to_record` assumes of counts without an `otelstats.usage.source`:

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import Flask, Response, request
@@ -159,11 +159,9 @@ class _Call:
         span, self.span = self.span, None
         if error_type is not None and self.tally.error_type is None:
             self.tally.error_type = error_type
-        provider = self.options.provider or semconv.provider_name(
-            self.upstream.host, self.upstream.base_path
-        )
         attrs = self.tally.attributes(
-            provider=provider, server=(self.upstream.host, self.upstream.port)
+            provider=self.options.provider or semconv.PROVIDER_OPENAI,
+            server=(self.upstream.host, self.upstream.port),
         )
         span.set_attributes(attrs)
         response_id = self.tally.response_id
@@ -223,6 +221,8 @@ def create_proxy_app(
     """The proxy as a WSGI app; spans go to `tracer_provider` (give it a processor to the store)."""
     target = Upstream.parse(upstream)
     opts = options or ProxyOptions()
+    if opts.provider is None:  # named once, by the upstream's address
+        opts = replace(opts, provider=semconv.provider_name(target.host, target.base_path))
     tracer = tracer_provider.get_tracer("otelstats.receivers.proxy")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
