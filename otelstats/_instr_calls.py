@@ -216,8 +216,13 @@ def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) ->
     """End a non-streamed call from the SDK's parsed object."""
     attrs = usage_attributes(getattr(result, "usage", None))
     extra = getattr(result, "__pydantic_extra__", None)
-    if extra and "timings" in extra:  # llama.cpp's server-measured speeds
-        attrs.update(timings_attributes(extra["timings"]))
+    if extra:  # fields beyond the SDK's: the server's JSON as it came
+        if "timings" in extra:  # llama.cpp's server-measured speeds
+            attrs.update(timings_attributes(extra["timings"]))
+        if "error" in extra:  # a failure reported in a 200 answer (OpenRouter)
+            error_type = semconv.answered_error(extra["error"])
+            if error_type is not None:
+                attrs[semconv.ERROR_TYPE] = error_type
     model = getattr(result, "model", None)
     if isinstance(model, str) and model:
         attrs[semconv.RESPONSE_MODEL] = model

@@ -5,6 +5,7 @@ Emitted names are the current ones; `LEGACY_*` aliases are only read (spans from
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 # Span attributes (current GenAI semantic conventions).
@@ -101,3 +102,19 @@ def provider_name(host: str | None, path: str = "") -> str:
     if host and host.endswith(_AZURE_DOMAINS) and ("openai" in host or "/openai" in path):
         return PROVIDER_AZURE_OPENAI
     return PROVIDER_OPENAI
+
+
+def answered_error(error: object) -> str | None:
+    """`error.type` of a failure a server reports inside a successful (200) answer's body, as
+    OpenRouter does for an error met while the model was producing the output: the body's
+    `error` member (a JSON object, or a message). Its `code` names it (OpenRouter's are numbers:
+    `502`), else its `type`; None when the body reports no error (`"error": null` or `{}`)."""
+    if isinstance(error, str):
+        return "error" if error else None
+    if not isinstance(error, Mapping) or not error:
+        return None
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+            return str(value)[:64]
+    return "error"

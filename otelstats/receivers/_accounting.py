@@ -70,6 +70,7 @@ class CallTally:
         if self.endpoint == "responses":
             self._observe_response_object(body)
             return
+        self.error_type = self.error_type or semconv.answered_error(body.get("error"))
         self._observe_model(body)
         self._observe_usage(_dict(body.get("usage")))
         for choice in body.get("choices") or ():

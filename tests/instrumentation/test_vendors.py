@@ -394,6 +394,43 @@ def test_error_body(server: FakeOpenAIServer, name: str, aio: bool) -> None:
     assert record.time_to_first_chunk_s is None
 
 
+ANSWERED_ERRORS: dict[str, tuple[Any, str | None]] = {
+    # OpenRouter: "an error met while the model was producing the output" comes in the body of a
+    # 200 answer (its docs, Errors: `{"error": {"code": number, "message": ..., "metadata"?}}`).
+    "openrouter": ({"error": {"code": 502, "message": "Provider returned error",
+                              "metadata": {"provider_name": "Lambda", "raw": "upstream timeout"}}},
+                   "502"),
+    "string-code": ({"error": {"message": "overloaded", "type": "server_error",
+                               "code": "model_overloaded"}}, "model_overloaded"),
+    "type-only": ({"error": {"message": "overloaded", "type": "server_error"}}, "server_error"),
+    "message-only": ({"error": "Internal error"}, "error"),
+    # An answer that merely carries an empty error member is a success.
+    "null-error": (NON_STREAMS["openai"][1] | {"error": None}, None),
+    "empty-error": (NON_STREAMS["openai"][1] | {"error": {}}, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", list(ANSWERED_ERRORS))
+def test_an_error_reported_in_a_200_answer_is_a_failure(
+    server: FakeOpenAIServer, name: str, aio: bool
+) -> None:
+    """The SDK raises nothing for a 200 answer, so the user gets an object without choices and
+    the record must still say the call failed (the success rate would count it otherwise)."""
+    payload, error = ANSWERED_ERRORS[name]
+    reply = body(200, payload)
+    plain, seen, record, otel = replay(server, reply, reply, aio, model="openai/gpt-4o")
+    assert seen == plain
+    assert plain[1] is None  # nothing raised, with or without otelstats
+    if error is None:
+        assert (record.outcome, record.error_type, record.input_tokens) == ("ok", None, PROMPT)
+        return
+    assert (record.outcome, record.error_type) == ("error", error)
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (None, None, "none")
+    span = otel.finished()[0]
+    assert span.status.status_code.name == "ERROR"
+
+
 def llama_stream_error(_: bool) -> Reply:
     events = llama_stream(False).raw_events[:3]  # role, two words, then the server fails
     error = {"error": {"code": 500, "message": "slot unavailable", "type": "server_error"}}

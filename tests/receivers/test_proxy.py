@@ -213,6 +213,22 @@ def test_upstream_error_is_passed_through_and_recorded_failed(
     assert (row["outcome"], row["error_type"]) == ("error", "429")
 
 
+def test_an_error_reported_in_a_200_answer_is_recorded_failed(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """OpenRouter answers 200 with `{"error": {...}}` when the model failed mid-answer: the body
+    goes to the client as it came, and the record says the call failed."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    failed = {"error": {"code": 502, "message": "Provider returned error"}}
+    upstream.push(Reply(raw_body=json.dumps(failed).encode()), Reply())
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert answer.choices is None
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    rows = proxy.calls(at_least=2)
+    assert [(r["outcome"], r["error_type"]) for r in rows] == [("error", "502"), ("ok", None)]
+
+
 def test_upstream_down_gives_502_and_a_failed_record(start_proxy: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
