@@ -47,6 +47,14 @@ def _is_inference(span: Any) -> bool:
     return operation in _INFERENCE
 
 
+def _is_ours(span: Any) -> bool:
+    """otelstats' own span: never another tool's. Ours may start while another of our calls
+    runs: a stream dropped in a reference cycle ends when the garbage collector runs, which may
+    be in the middle of the next call."""
+    scope = getattr(span, "instrumentation_scope", None)
+    return getattr(scope, "name", None) == semconv.OTELSTATS_SCOPE
+
+
 def mark(span: Span, ours: Span) -> None:
     """Mark `span`, another tool's span of the call `ours` traces, as its duplicate."""
     span.set_attribute(
@@ -78,7 +86,7 @@ class DuplicateMarker:
         if not self.active:
             return
         call = self.current_call()
-        if call is None or not _is_inference(span):
+        if call is None or _is_ours(span) or not _is_inference(span):
             return
         try:  # inside another tool's start_span: nothing may raise from here
             ours = call.span_now()  # None: this span is ours, starting

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
 from .conftest import MESSAGES, Otel
@@ -103,6 +104,34 @@ def test_dropped_stream_is_ended_by_garbage_collection(otel: Otel, client: opena
     del stream
     gc.collect()
     assert otel.record().outcome == "cancelled"
+
+
+def test_a_stream_collected_during_another_call_is_its_own_record(
+    otel: Otel, server: FakeOpenAIServer
+) -> None:
+    """A stream dropped in a reference cycle ends when the garbage collector next runs, which
+    may be in the middle of another call (here: a hook the SDK runs while sending it). It is
+    recorded as its own call, not taken for another tool's span of the call that is running."""
+    http = openai.DefaultHttpxClient(event_hooks={"request": [lambda _: gc.collect()]})
+    with openai.OpenAI(
+        base_url=server.base_url, api_key="test", max_retries=0, http_client=http
+    ) as client:
+        for _ in range(3):
+            stream = _stream(client)
+            next(stream)
+            holder: dict[str, Any] = {"stream": stream}
+            holder["self"] = holder  # a cycle: only the collector frees it
+            del stream, holder
+        client.chat.completions.create(model="last", messages=MESSAGES)
+    gc.collect()
+    records = otel.records()
+    assert sorted((r.request_model, r.outcome) for r in records) == [
+        ("last", "ok"),
+        ("m", "cancelled"),
+        ("m", "cancelled"),
+        ("m", "cancelled"),
+    ]
+    assert all(semconv.OTELSTATS_DUPLICATE_OF not in (s.attributes or {}) for s in otel.finished())
 
 
 def test_async_exit_paths(otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]) -> None:
