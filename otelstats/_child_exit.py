@@ -11,17 +11,26 @@ them, in every multiprocessing child:
   forkserver) or in its worker function;
 - every later fork child of a process that had multiprocessing loaded when it made the target
   (multiprocessing's own after-fork registry, which forked children run).
+
+Celery's prefork pool (billiard) is multiprocessing's fork with exits of its own: a pool worker
+leaves through `os._exit` when it has run `--max-tasks-per-child` tasks, or at the worker's
+shutdown, and runs none of multiprocessing's finalizers. Celery signals
+`worker_process_shutdown` in the worker just before; with Celery loaded (in the process that
+made the target, or in a fork child of it) the target is shut down there.
 Nothing is imported up front.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 import weakref
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 EXIT_PRIORITY = 100
 """Before multiprocessing's own finalizers (its queues' at 10 and below): higher runs first."""
@@ -44,17 +53,39 @@ def shutdown_at_child_exit(target: Closable) -> None:
         util.register_after_fork(target, _arm)
         if _in_child():
             _arm(target)
+    ref = weakref.ref(target)
+    _at_celery_worker_exit(ref)
     if not hasattr(os, "register_at_fork"):
         return
-    ref = weakref.ref(target)
 
     def after_in_child() -> None:
         child_util = sys.modules.get("multiprocessing.util")
         found = ref()
         if child_util is not None and found is not None:
             child_util.register_after_fork(found, _arm)
+        _at_celery_worker_exit(ref)
 
     os.register_at_fork(after_in_child=after_in_child)
+
+
+def _at_celery_worker_exit(ref: weakref.ref[Closable]) -> None:
+    """With Celery loaded, shut the target down when a pool worker is about to exit (Celery's
+    `worker_process_shutdown`, sent in pool workers only). Connected once per target, however
+    many forks see it; the signal holds the target weakly."""
+    signals = sys.modules.get("celery.signals")
+    shutdown = getattr(signals, "worker_process_shutdown", None)
+    if shutdown is None:
+        return
+
+    def at_exit(**_: object) -> None:
+        found = ref()
+        if found is not None:
+            _last_shutdown(found)
+
+    try:
+        shutdown.connect(at_exit, weak=False, dispatch_uid=f"otelstats-exit-{id(ref)}")
+    except Exception:  # another Celery than the one known: its workers keep their own ways
+        logger.warning("otelstats: could not join Celery's worker exit", exc_info=True)
 
 
 def _in_child() -> bool:
