@@ -72,6 +72,8 @@ class Handle:
     _previous_sigterm: Any = None
     _sigterm_installed: bool = False
     _closed: bool = False
+    _sigterm_deferred: bool = False
+    """A SIGTERM came while `shutdown` was flushing: delivered once the flush is done."""
 
     def flush(self, timeout_millis: int = 30000) -> bool:
         """Write every finished call now; True when nothing is left pending."""
@@ -87,7 +89,18 @@ class Handle:
             if _PROCESS.handle is self:
                 _PROCESS.handle = None
         atexit.unregister(self.shutdown)
-        self._restore_sigterm()
+        # Our SIGTERM handler stays until the flush is done: a SIGTERM meanwhile (a Pool
+        # terminating its workers as they run their atexit handlers) waits for it, instead of
+        # the default action ending the process mid-write (`_on_sigterm`).
+        try:
+            self._close()
+        finally:
+            self._restore_sigterm()
+            if self._sigterm_deferred:
+                self._sigterm_deferred = False
+                signal.raise_signal(signal.SIGTERM)  # to the handler before ours, or the default
+
+    def _close(self) -> None:
         if self._instrumentor is not None:
             try:
                 self._instrumentor.end_unfinished()  # streams left open: recorded, not lost
@@ -124,6 +137,11 @@ class Handle:
                 signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self._closed and self._sigterm_installed:
+            # `shutdown` is flushing, maybe on this very thread (the handler interrupts it):
+            # waiting for it here could wait for a lock it holds. It delivers the signal after.
+            self._sigterm_deferred = True
+            return
         previous = self._previous_sigterm
         terminating = not callable(previous) and previous != signal.SIG_IGN
         # In a helper thread: the signal may have interrupted code holding a lock the flush

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 import venv
 from contextlib import closing
@@ -326,6 +327,49 @@ def test_sigterm_chains_to_the_apps_own_handler(tmp_path: Path) -> None:
     assert rest.strip() == "app handler"
     assert code == 7
     assert count_calls(db) == 3
+
+
+def test_a_sigterm_during_the_last_flush_waits_for_it(tmp_path: Path) -> None:
+    """SIGTERM arrives while the ending process writes its last calls (a Pool terminating
+    workers that are already running their atexit handlers: Python 3.13's spawned workers). The
+    write finishes, then the process dies of the signal as it would have. It ended mid-write."""
+    db = tmp_path / "stats.db"
+    script = _script(
+        tmp_path,
+        """
+        import otelstats
+        handle = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+        calls(0)             # a stream
+        handle.flush()       # the database exists
+        calls(2)             # 3 calls more, written by the flush at exit
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print("exiting", flush=True)
+        """,
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        with closing(sqlite3.connect(db, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")  # the flush at exit waits for this write lock
+            process.stdin.write("\n")
+            process.stdin.flush()
+            assert process.stdout.readline().strip() == "exiting"
+            time.sleep(0.5)  # the process is in its last flush, waiting for the lock
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert process.poll() is None  # the signal waits for the flush
+            holder.execute("COMMIT")
+        code = process.wait(timeout=60)
+    assert code == -signal.SIGTERM
+    assert count_calls(db) == 4
 
 
 def test_fork_after_instrument_loses_and_duplicates_nothing(tmp_path: Path) -> None:
