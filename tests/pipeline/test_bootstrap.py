@@ -16,8 +16,10 @@ import textwrap
 import time
 import urllib.request
 import venv
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -273,6 +275,23 @@ def test_shutdown_stops_recording_and_calls_still_work(tmp_path: Path) -> None:
     assert count_calls(db) == 2 + 1
 
 
+@contextmanager
+def _talking(
+    tmp_path: Path, script: Path, db: Path
+) -> Iterator[tuple[subprocess.Popen[str], IO[str], IO[str]]]:
+    """Run `script db` with its stdin and stdout piped to the test: (process, stdin, stdout)."""
+    with subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        yield process, process.stdin, process.stdout
+
+
 def _terminate_when_ready(tmp_path: Path, script: Path, db: Path) -> tuple[int, str]:
     """Run `script db`, send SIGTERM once it prints "ready"; (exit code, what it printed after)."""
     with subprocess.Popen(
@@ -347,21 +366,13 @@ def test_a_sigterm_during_the_last_flush_waits_for_it(tmp_path: Path) -> None:
         print("exiting", flush=True)
         """,
     )
-    with subprocess.Popen(
-        [sys.executable, str(script), str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(tmp_path),
-    ) as process:
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
+    with _talking(tmp_path, script, db) as (process, stdin, stdout):
+        assert stdout.readline().strip() == "ready"
         with closing(sqlite3.connect(db, isolation_level=None)) as holder:
             holder.execute("BEGIN IMMEDIATE")  # the flush at exit waits for this write lock
-            process.stdin.write("\n")
-            process.stdin.flush()
-            assert process.stdout.readline().strip() == "exiting"
+            stdin.write("\n")
+            stdin.flush()
+            assert stdout.readline().strip() == "exiting"
             time.sleep(0.5)  # the process is in its last flush, waiting for the lock
             process.send_signal(signal.SIGTERM)
             time.sleep(0.5)
@@ -410,20 +421,12 @@ def test_live_metrics_port_serves_genai_metrics(tmp_path: Path) -> None:
         sys.stdin.readline()
         """,
     )
-    with subprocess.Popen(
-        [sys.executable, str(script), str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(tmp_path),
-    ) as process:
-        assert process.stdout is not None
-        assert process.stdin is not None
-        port = int(process.stdout.readline())
+    with _talking(tmp_path, script, db) as (process, stdin, stdout):
+        port = int(stdout.readline())
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
             text = response.read().decode()
-        process.stdin.write("\n")
-        process.stdin.close()
+        stdin.write("\n")
+        stdin.close()
         assert process.wait(timeout=60) == 0
     assert "gen_ai_client_operation_duration_seconds_count{" in text
     assert "gen_ai_client_token_usage" in text
