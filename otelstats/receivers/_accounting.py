@@ -67,10 +67,11 @@ class CallTally:
     def observe_body(self, payload: Any) -> None:
         """A complete (non-streaming) JSON response."""
         body = _dict(payload)
+        # A failure reported in a 200 answer (OpenRouter), or a failed Response's own error.
+        self.error_type = self.error_type or semconv.answered_error(body.get("error"))
         if self.endpoint == "responses":
             self._observe_response_object(body)
             return
-        self.error_type = self.error_type or semconv.answered_error(body.get("error"))
         self._observe_model(body)
         self._observe_usage(_dict(body.get("usage")))
         for choice in body.get("choices") or ():
@@ -90,8 +91,8 @@ class CallTally:
             elif kind in {"response.completed", "response.incomplete", "response.failed"}:
                 self.finished = True
                 self._observe_response_object(_dict(event.get("response")))
-            elif kind == "error":
-                self.error_type = self.error_type or "stream_error"
+            elif kind == "error":  # named by its code, as for an instrumented call
+                self.error_type = self.error_type or semconv.answered_error(event) or "error"
             return
         self._observe_model(event)
         self._observe_usage(_dict(event.get("usage")))
@@ -140,7 +141,8 @@ class CallTally:
         self._observe_usage(_dict(response.get("usage")))
         status = response.get("status")
         if status == "failed":
-            self.error_type = self.error_type or "response_failed"
+            failed = semconv.answered_error(response.get("error")) or "response.failed"
+            self.error_type = self.error_type or failed  # its code, as for an instrumented call
         elif status == "incomplete":
             self.outcome = "incomplete"
             reason = _dict(response.get("incomplete_details")).get("reason")

@@ -229,6 +229,31 @@ def test_an_error_reported_in_a_200_answer_is_recorded_failed(
     assert [(r["outcome"], r["error_type"]) for r in rows] == [("error", "502"), ("ok", None)]
 
 
+def test_a_failed_response_is_named_by_its_error_code(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """A Responses API answer with status `failed` carries its error (`code`, `message`), and
+    a stream may end with an `error` event: the record names either by its code, as an
+    instrumented call does."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(terminal="failed"), Reply(terminal="failed"), Reply(terminal="error"))
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    answer = client.responses.create(model="m", input="x")
+    assert answer.status == "failed"
+    assert answer.error is not None
+    events = list(client.responses.create(model="m", input="x", stream=True))
+    assert events[-1].type == "response.failed"
+    events = list(client.responses.create(model="m", input="x", stream=True))
+    assert events[-1].type == "error"  # an error event of its own, with a code
+    assert getattr(events[-1], "code", None)
+    rows = proxy.calls(at_least=3)
+    assert [(r["streaming"], r["outcome"], r["error_type"]) for r in rows] == [
+        (False, "error", answer.error.code),
+        (True, "error", answer.error.code),
+        (True, "error", getattr(events[-1], "code", None)),
+    ]
+
+
 def test_upstream_down_gives_502_and_a_failed_record(start_proxy: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
