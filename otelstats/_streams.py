@@ -11,7 +11,7 @@ generator); `next()` on the proxy itself goes through `__next__`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any
@@ -297,7 +297,12 @@ def response_outcome(response: Any) -> dict[str, Any]:
         return {semconv.RESPONSE_FINISH_REASONS: [str(reason)]}
     if isinstance(status, str):
         return {semconv.RESPONSE_FINISH_REASONS: [status]}
-    return {}
+    error = getattr(response, "error", None)  # no status: an error answered with 200 (OpenRouter)
+    if error is None:
+        return {}
+    if not isinstance(error, Mapping):  # the SDK's model of it
+        error = {"code": getattr(error, "code", None), "type": getattr(error, "type", None)}
+    return {semconv.ERROR_TYPE: semconv.answered_error(error) or "error"}
 
 
 def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[Any]:

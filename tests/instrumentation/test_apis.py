@@ -56,6 +56,20 @@ def test_responses_create(otel: Otel, client: openai.OpenAI) -> None:
 
 
 @needs_responses
+def test_a_responses_error_answered_with_200_is_a_failure(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """OpenRouter answers an error met mid-answer with 200 and `{"error": {...}}`: the SDK
+    raises nothing and hands back a Response without a status; the call failed."""
+    failed = {"error": {"code": 502, "message": "Provider returned error"}}
+    server.push(Reply(raw_body=json.dumps(failed).encode()))
+    response = client.responses.create(model="m", input="hello there")
+    assert response.status is None
+    record = otel.record()
+    assert (record.outcome, record.error_type) == ("error", "502")
+
+
+@needs_responses
 @pytest.mark.parametrize(
     ("terminal", "outcome", "error_type"),
     [
