@@ -261,6 +261,8 @@ class RawResponseProxy(wrapt.ObjectProxy[Any]):
         self._self_prepared = prepared
         self._self_endpoint = endpoint
         self._self_telemetry = telemetry
+        self._self_streamed = False
+        """A stream was parsed from it: that stream's end is the call's, not this object's."""
 
     def _self_parsed(self, parsed: Any) -> Any:
         call = self._self_prepared.call
@@ -271,8 +273,10 @@ class RawResponseProxy(wrapt.ObjectProxy[Any]):
             if self._self_prepared.stream and endpoint.state is not None:
                 state = endpoint.state(call)
                 if hasattr(parsed, "__anext__"):
+                    self._self_streamed = True
                     return AsyncStreamProxy(parsed, state)
                 if hasattr(parsed, "__next__"):
+                    self._self_streamed = True
                     return SyncStreamProxy(parsed, state)
             finish_object(call, endpoint, parsed, self._self_telemetry.options.capture_content)
         except Exception:
@@ -293,7 +297,7 @@ class RawResponseProxy(wrapt.ObjectProxy[Any]):
 
     def _self_closed(self) -> None:
         call = self._self_prepared.call
-        if not call.done:
+        if not call.done and not self._self_streamed:
             call.end("ok", {semconv.OTELSTATS_TOKENS_SOURCE: "none"})
 
     def close(self) -> Any:

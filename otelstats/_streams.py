@@ -45,7 +45,11 @@ class StreamState:
         "response_id",
         "texts",
         "usage",
+        "wire",
     )
+
+    ends_with_done = False
+    """The protocol ends a complete stream with `data: [DONE]` (chat, completions)."""
 
     def __init__(self, call: Call, *, hide_usage: bool = False) -> None:
         self.call = call
@@ -60,6 +64,8 @@ class StreamState:
         self.finished = False
         """The server said the answer is complete (finish reason / terminal event)."""
         self.extra: dict[str, Any] = {}
+        self.wire: _EndWatch | None = None
+        """How the server ended the stream, where the SDK's stream lets it be watched."""
         telemetry = call.telemetry
         self.texts: dict[int, list[str]] | None = {} if telemetry.options.capture_content else None
         """Content capture (opt-in): the answer's text, per choice, as it streams."""
@@ -134,7 +140,16 @@ class StreamState:
         call.end(outcome, attrs, error=error, first_chunk_s=first_s, per_chunk_s=per_chunk_s)
 
     def exhausted(self) -> None:
-        self.end("ok" if self.finished else "incomplete")
+        """The SDK's iteration ended: complete if the server said so (a finish reason, a
+        terminal event, or `[DONE]`), else cut short."""
+        wire = self.wire
+        done = self.finished or (wire is not None and wire.done())
+        self.end("ok" if done else "incomplete")
+
+    def watch(self, stream: Any) -> None:
+        """Watch how `stream` (the SDK's, not iterated yet) ends, for `[DONE]` protocols."""
+        if self.ends_with_done:
+            self.wire = _EndWatch.install(stream)
 
     def feed_failed(self) -> None:
         """otelstats could not read a chunk: end the call now; the user's stream goes on."""
@@ -160,6 +175,7 @@ class StreamState:
 
 class ChatState(StreamState):
     __slots__ = ()
+    ends_with_done = True
 
     def feed(self, item: Any) -> bool:
         if self.model is None:
@@ -227,6 +243,7 @@ def _other_output(delta: Any) -> bool:
 
 class CompletionState(StreamState):
     __slots__ = ()
+    ends_with_done = True
 
     def feed(self, item: Any) -> bool:
         if self.model is None:
@@ -305,6 +322,55 @@ def response_outcome(response: Any) -> dict[str, Any]:
     return {semconv.ERROR_TYPE: semconv.answered_error(error) or "error"}
 
 
+class _EndWatch:
+    """The SDK's SSE decoder of one stream, put in its place to tell a stream the server ended
+    with `[DONE]` from one cut short: the SDK reads `[DONE]` itself and hands nothing out for it.
+    Today's SDKs stop reading at `[DONE]`, so a decoder they stopped pulling from ended there;
+    older ones read on to the end of the body, and there the last event tells. Per event it
+    costs one generator step. `_decoder` is the SDK's private attribute (openai 1.x to 3.x):
+    a stream without one is not watched, and ends as before (by its finish reason)."""
+
+    __slots__ = ("decoder", "dry", "last_done")
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.dry = False
+        """The decoder ran out of events (the body ended), rather than the SDK stopping."""
+        self.last_done = False
+
+    @classmethod
+    def install(cls, stream: Any) -> _EndWatch | None:
+        decoder = getattr(stream, "_decoder", None)
+        if decoder is None or not hasattr(decoder, "iter_bytes"):
+            return None
+        watch = cls(decoder)
+        stream._decoder = watch
+        return watch
+
+    def done(self) -> bool:
+        return self.last_done or not self.dry
+
+    def _ended(self, event: Any) -> None:
+        self.dry = True
+        data = getattr(event, "data", None)
+        self.last_done = isinstance(data, str) and data.startswith("[DONE]")
+
+    def iter_bytes(self, chunks: Any) -> Iterator[Any]:
+        event = None
+        for event in self.decoder.iter_bytes(chunks):
+            yield event
+        self._ended(event)
+
+    async def aiter_bytes(self, chunks: Any) -> AsyncIterator[Any]:
+        event = None
+        async for event in self.decoder.aiter_bytes(chunks):
+            yield event
+        self._ended(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.decoder, name)
+
+
 def _watched(proxy: Any, chunks: Iterator[Any], state: StreamState) -> Iterator[Any]:
     """The SDK's iteration, watched. Dropping this iterator does not end the call (the SDK's
     stream stays open and a new loop goes on where this one stopped): close, `with` exit or
@@ -381,6 +447,7 @@ class _StreamProxyBase(wrapt.ObjectProxy[Any]):
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         wrapt.ObjectProxy.__init__(self, wrapped)  # a direct call: `super()` costs more here
         self._self_state = state
+        state.watch(wrapped)
 
     def __repr__(self) -> str:
         # wrapt's own names the proxy; the user printing a stream sees the SDK's object.

@@ -96,6 +96,71 @@ def test_stream_ending_without_finish_or_done_is_incomplete(
     assert record.output_tokens == 4
 
 
+def _frames(*events: Any, done: bool) -> Reply:
+    lines = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
+    return Reply(raw_events=(*lines, b"data: [DONE]\n\n") if done else tuple(lines))
+
+
+def _chat_chunk(content: str) -> dict[str, Any]:
+    choice = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [choice]}  # fmt: skip
+
+
+def _text_chunk(text: str) -> dict[str, Any]:
+    choice = {"index": 0, "text": text, "finish_reason": None, "logprobs": None}
+    return {"id": "c1", "object": "text_completion", "created": 1, "model": "m",
+            "choices": [choice]}  # fmt: skip
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("operation", ["chat", "completions", "chat-raw"])
+@pytest.mark.parametrize("done", [True, False], ids=["done", "cut"])
+def test_a_stream_the_server_ends_with_done_is_complete_without_a_finish_reason(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    new_aclient: Callable[[], openai.AsyncOpenAI],
+    operation: str,
+    aio: bool,
+    done: bool,
+) -> None:
+    """Some servers send no finish reason; `data: [DONE]` still says the answer is complete.
+    The SDK reads `[DONE]` itself and hands the user nothing for it: without it the stream was
+    cut short (`incomplete`). A raw response dropped once its stream is parsed leaves the call
+    to that stream."""
+    chunk = _text_chunk if operation == "completions" else _chat_chunk
+    server.push(Reply(usage="none"), _frames(chunk("Hel"), chunk("lo"), done=done))
+
+    async def read_async(kwargs: dict[str, Any]) -> int:
+        async with new_aclient() as client:
+            if operation == "completions":
+                stream: Any = await client.completions.create(prompt="hi", **kwargs)
+            elif operation == "chat-raw":
+                create = client.chat.completions.with_raw_response.create
+                stream = (await create(messages=MESSAGES, **kwargs)).parse()  # as the SDK: no await
+            else:
+                stream = await client.chat.completions.create(messages=MESSAGES, **kwargs)
+            return len([chunk async for chunk in stream])
+
+    def read(kwargs: dict[str, Any]) -> int:
+        if aio:
+            return asyncio.run(read_async(kwargs))
+        with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client:
+            if operation == "completions":
+                return len(list(client.completions.create(prompt="hi", **kwargs)))
+            if operation == "chat-raw":  # the raw response is dropped once parsed, as here
+                create = client.chat.completions.with_raw_response.create
+                return len(list(create(messages=MESSAGES, **kwargs).parse()))
+            return len(list(client.chat.completions.create(messages=MESSAGES, **kwargs)))
+
+    read({"model": "m", "stream": True})  # uses the default reply: leaves one scripted
+    otel.spans.clear()
+    assert read({"model": "m", "stream": True}) == 2
+    record = otel.record()
+    assert record.outcome == ("ok" if done else "incomplete")
+    assert (record.output_tokens, record.tokens_source) == (2, "counted")
+
+
 def test_dropped_stream_is_ended_by_garbage_collection(otel: Otel, client: openai.OpenAI) -> None:
     stream = _stream(client)
     next(stream)
