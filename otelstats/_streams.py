@@ -330,10 +330,13 @@ class _EndWatch:
     costs one generator step. `_decoder` is the SDK's private attribute (openai 1.x to 3.x):
     a stream without one is not watched, and ends as before (by its finish reason)."""
 
-    __slots__ = ("decoder", "dry", "last_done")
+    __slots__ = ("decoder", "dry", "last_done", "read")
 
     def __init__(self, decoder: Any) -> None:
         self.decoder = decoder
+        self.read = False
+        """The SDK read the stream through this decoder (an SDK that reads it otherwise leaves
+        the stream to its finish reason)."""
         self.dry = False
         """The decoder ran out of events (the body ended), rather than the SDK stopping."""
         self.last_done = False
@@ -348,7 +351,7 @@ class _EndWatch:
         return watch
 
     def done(self) -> bool:
-        return self.last_done or not self.dry
+        return self.last_done or (self.read and not self.dry)
 
     def _ended(self, event: Any) -> None:
         self.dry = True
@@ -356,12 +359,14 @@ class _EndWatch:
         self.last_done = isinstance(data, str) and data.startswith("[DONE]")
 
     def iter_bytes(self, chunks: Any) -> Iterator[Any]:
+        self.read = True
         event = None
         for event in self.decoder.iter_bytes(chunks):
             yield event
         self._ended(event)
 
     async def aiter_bytes(self, chunks: Any) -> AsyncIterator[Any]:
+        self.read = True
         event = None
         async for event in self.decoder.aiter_bytes(chunks):
             yield event

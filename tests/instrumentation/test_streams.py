@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from otelstats import semconv
+from otelstats._streams import _EndWatch
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
 from .conftest import MESSAGES, Otel
@@ -159,6 +160,34 @@ def test_a_stream_the_server_ends_with_done_is_complete_without_a_finish_reason(
     record = otel.record()
     assert record.outcome == ("ok" if done else "incomplete")
     assert (record.output_tokens, record.tokens_source) == (2, "counted")
+
+
+def test_the_end_watch_says_done_only_for_a_stream_it_saw_end() -> None:
+    """Were an SDK to read its stream some other way, the decoder put in its place would never
+    run: that says nothing of `[DONE]`, and the stream's end is judged by finish reasons alone."""
+    watch = _EndWatch(decoder=object())
+    assert watch.done() is False
+    drained = _EndWatch(decoder=_Events("data-1", "[DONE]"))  # openai 1.x reads on to the end
+    assert [e.data for e in drained.iter_bytes(None)] == ["data-1", "[DONE]"]
+    assert drained.done() is True
+    cut = _EndWatch(decoder=_Events("data-1"))
+    assert [e.data for e in cut.iter_bytes(None)] == ["data-1"]
+    assert cut.done() is False
+
+
+class _Event:
+    def __init__(self, data: str) -> None:
+        self.data = data
+
+
+class _Events:
+    """A decoder of fixed events, as the SDK's SSE decoders yield them."""
+
+    def __init__(self, *data: str) -> None:
+        self.events = [_Event(d) for d in data]
+
+    def iter_bytes(self, _chunks: object) -> Any:
+        return iter(self.events)
 
 
 def test_dropped_stream_is_ended_by_garbage_collection(otel: Otel, client: openai.OpenAI) -> None:
