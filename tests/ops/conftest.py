@@ -9,11 +9,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,6 +27,7 @@ from otelstats.records import CallRecord
 from otelstats.store import Store
 from otelstats.web import create_app
 from tests.factories import record
+from tests.polling import wait_for
 from tests.servers import serving as serving_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,21 +131,6 @@ def require(tool: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
 @dataclass

@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from otelstats.fake_server import FakeOpenAIServer
+from tests.polling import wait_for
 
 from .helpers import count_calls
 
@@ -61,14 +60,6 @@ def ask(base_url, i):
 """
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("setup", "max_tasks"),
     [
@@ -106,7 +97,7 @@ def test_celery_pool_processes_lose_no_call(
         log = (tmp_path / "worker.log").open("w")
         process = subprocess.Popen(worker, env=env, cwd=tmp_path, stdout=log, stderr=log)
         try:
-            _wait_for(lambda: len(server.requests) >= TASKS, 90, "the tasks' calls")
+            wait_for(lambda: len(server.requests) >= TASKS, "the tasks' calls", timeout=90)
         finally:
             process.send_signal(signal.SIGTERM)  # a warm shutdown: running tasks finish
             process.wait(timeout=60)
