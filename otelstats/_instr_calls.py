@@ -212,8 +212,17 @@ def _refused_usage(telemetry: Telemetry, prepared: Prepared) -> None:
     telemetry.rejects_stream_options.add(prepared.base_url)
 
 
+_NOT_OBJECTS = (str, bytes, list, int, float)
+"""What the SDK returns in place of a model for a 200 body that is not a JSON object: the body's
+text (a web page, an empty body), or the JSON value as it came."""
+
+
 def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) -> None:
     """End a non-streamed call from the SDK's parsed object."""
+    if result is None or isinstance(result, _NOT_OBJECTS):
+        # Not the API's object: what the SDK hands back for a body that was not one.
+        call.end("error", {semconv.ERROR_TYPE: semconv.NOT_AN_ANSWER})
+        return
     attrs = usage_attributes(getattr(result, "usage", None))
     extra = getattr(result, "__pydantic_extra__", None)
     if extra:  # fields beyond the SDK's: the server's JSON as it came

@@ -144,6 +144,10 @@ class StreamState:
         terminal event, or `[DONE]`), else cut short."""
         wire = self.wire
         done = self.finished or (wire is not None and wire.done())
+        if not done and wire is not None and wire.not_a_stream():
+            self.extra[semconv.ERROR_TYPE] = semconv.NOT_AN_ANSWER
+            self.end("error")
+            return
         self.end("ok" if done else "incomplete")
 
     def watch(self, stream: Any) -> None:
@@ -330,10 +334,14 @@ class _EndWatch:
     costs one generator step. `_decoder` is the SDK's private attribute (openai 1.x to 3.x):
     a stream without one is not watched, and ends as before (by its finish reason)."""
 
-    __slots__ = ("decoder", "dry", "last_done", "read")
+    __slots__ = ("decoder", "dry", "eventless", "last_done", "read", "response")
 
-    def __init__(self, decoder: Any) -> None:
+    def __init__(self, decoder: Any, response: Any = None) -> None:
         self.decoder = decoder
+        self.response = response
+        """The SDK's HTTP response of the stream (its headers tell what the body was)."""
+        self.eventless = False
+        """The body ended without a single event."""
         self.read = False
         """The SDK read the stream through this decoder (an SDK that reads it otherwise leaves
         the stream to its finish reason)."""
@@ -346,15 +354,25 @@ class _EndWatch:
         decoder = getattr(stream, "_decoder", None)
         if decoder is None or not hasattr(decoder, "iter_bytes"):
             return None
-        watch = cls(decoder)
+        watch = cls(decoder, getattr(stream, "response", None))
         stream._decoder = watch
         return watch
 
     def done(self) -> bool:
         return self.last_done or (self.read and not self.dry)
 
+    def not_a_stream(self) -> bool:
+        """The body held no event and was not an event stream: a web page, or a JSON answer
+        from a server that does not stream (the SDK then yields nothing), not a stream cut."""
+        if not self.eventless:
+            return False
+        headers = getattr(self.response, "headers", None)
+        kind = headers.get("content-type", "") if headers is not None else ""
+        return isinstance(kind, str) and "event-stream" not in kind
+
     def _ended(self, event: Any) -> None:
         self.dry = True
+        self.eventless = event is None
         data = getattr(event, "data", None)
         self.last_done = isinstance(data, str) and data.startswith("[DONE]")
 

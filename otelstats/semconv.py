@@ -104,6 +104,12 @@ def provider_name(host: str | None, path: str = "") -> str:
     return PROVIDER_OPENAI
 
 
+NOT_AN_ANSWER: Final = "APIResponseValidationError"
+"""`error.type` of a 200 answer whose body is not the API's JSON object (a web UI's page, an empty
+body, a JSON list): the name the openai SDK gives this failure in its strict mode; by default it
+hands the body back as it came (text, a list, None) and raises nothing."""
+
+
 def answered_error(error: object) -> str | None:
     """`error.type` of a failure a server reports inside a successful (200) answer's body, as
     OpenRouter does for an error met while the model was producing the output: the body's

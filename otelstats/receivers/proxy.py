@@ -9,7 +9,6 @@ over each chunk the moment it arrives, so nothing is buffered.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import logging
@@ -345,12 +344,17 @@ def create_proxy_app(
         finally:
             conn.close()
         if call.tally is not None:
-            if resp.status >= 400:
+            if not 200 <= resp.status < 300:
                 call.tally.error_type = str(resp.status)
             else:
-                # Not JSON: forwarded untouched, recorded without usage.
-                with contextlib.suppress(ValueError):
-                    call.tally.observe_body(json.loads(payload))
+                try:
+                    answer = json.loads(payload)
+                except ValueError:
+                    answer = None
+                if isinstance(answer, dict):
+                    call.tally.observe_body(answer)
+                else:  # a web page, an empty body, JSON that is no object: forwarded untouched
+                    call.tally.error_type = semconv.NOT_AN_ANSWER
         call.finish()
         return Response(payload, status=resp.status, headers=response_headers(resp))
 

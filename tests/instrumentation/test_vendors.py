@@ -33,7 +33,7 @@ import pytest
 from otelstats.fake_server import FakeOpenAIServer, Reply
 from otelstats.records import CallRecord
 
-from .conftest import MESSAGES, Otel, make_otel
+from .conftest import MESSAGES, Otel, make_otel, needs_responses
 
 TEXT = ("Foxes", " are", " clever", ".")
 PROMPT, COMPLETION = 24, 5  # the servers' own counts: 5 tokens arrive in 4 content chunks
@@ -497,3 +497,114 @@ def test_reasoning_streamed_before_the_answer_is_output(
     assert record.time_to_first_chunk_s is not None
     assert record.time_to_first_chunk_s < 3 * DELAY  # the answer starts at 5 * DELAY
     assert record.duration_s > (len(THINKING) + len(TEXT)) * DELAY
+
+
+WEB_UI_PAGE = (
+    b'<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8" /><title>Open WebUI</title>'
+    b'</head>\n<body><div id="app"></div><script type="module" src="/_app/start.js"></script>'
+    b"</body>\n</html>\n"
+)
+NOT_THE_API: dict[str, tuple[Reply, type]] = {
+    # `base_url` set to a web UI's port (Open WebUI, LM Studio's, a router's login page) rather
+    # than its API: every path answers 200 with the app's page, and the SDK hands it back as text.
+    "web-ui-page": (Reply(status=200, raw_body=WEB_UI_PAGE, content_type="text/html"), str),
+    "empty-text": (Reply(status=200, raw_body=b"", content_type="text/plain"), str),
+    # JSON that is not an object: the SDK returns it as it is (a list, a string, None).
+    "json-list": (body(200, []), list),
+    "json-string": (body(200, "ok"), str),
+    "json-null": (body(200, None), type(None)),
+}
+
+
+ANSWERED = NON_STREAMS["openai"][1]
+"""A whole answer, as a server that does not stream sends it to a streaming request."""
+
+
+def _create(sdk: Any, api: str, stream: bool) -> Any:
+    if api == "responses":
+        return sdk.responses.create(model="m", input="Hello", stream=stream)
+    if api == "completions":
+        return sdk.completions.create(model="m", prompt="Hello", stream=stream)
+    return sdk.chat.completions.create(model="m", messages=MESSAGES, stream=stream)
+
+
+def sdk_result(base_url: str, aio: bool, stream: bool, api: str = "chat") -> tuple[Any, str | None]:
+    """What `create` returns (every chunk, for a stream) and the exception class raised."""
+
+    async def run_async() -> Any:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+            result = await _create(sdk, api, stream)
+            return [chunk async for chunk in result] if stream else result
+
+    def run() -> Any:
+        with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+            result = _create(sdk, api, stream)
+            return list(result) if stream else result
+
+    try:
+        return (asyncio.run(run_async()) if aio else run()), None
+    except openai.APIError as exc:
+        return None, type(exc).__name__
+
+
+def sdk_results(
+    server: FakeOpenAIServer, reply: Reply, aio: bool, stream: bool, api: str = "chat"
+) -> tuple[Any, Any, Otel]:
+    """`sdk_result` of the same answer, bare and then instrumented."""
+    server.push(reply)
+    plain = sdk_result(server.base_url, aio, stream, api)
+    otel = make_otel()
+    try:
+        server.push(reply)
+        seen = sdk_result(server.base_url, aio, stream, api)
+    finally:
+        otel.instrumentor.uninstrument()
+    return plain, seen, otel
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    "api", ["chat", "completions", pytest.param("responses", marks=needs_responses)]
+)
+@pytest.mark.parametrize("name", list(NOT_THE_API))
+def test_a_200_answer_that_is_not_the_apis_object_is_a_failure(
+    server: FakeOpenAIServer, name: str, api: str, aio: bool
+) -> None:
+    """The SDK (not strict, its default) returns whatever came instead of a completion and
+    raises nothing; the user's code then fails on it. The record says the call failed, named
+    as the SDK's strict mode names this failure, not `ok` without tokens."""
+    reply, returned = NOT_THE_API[name]
+    plain, seen, otel = sdk_results(server, reply, aio, stream=False, api=api)
+    assert seen == plain
+    assert type(plain[0]) is returned
+    assert plain[1] is None
+    record = otel.record()
+    assert (record.outcome, record.error_type) == ("error", "APIResponseValidationError")
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (None, None, "none")
+    assert otel.finished()[0].status.status_code.name == "ERROR"
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", ["web-ui-page", "json-answer"])
+def test_an_answer_that_is_not_a_stream_is_a_failure(
+    server: FakeOpenAIServer, name: str, aio: bool
+) -> None:
+    """A stream answered with a web page, or with one JSON answer by a server that does not
+    stream: the SDK finds no event in it and yields nothing. A stream the server cut before its
+    first event is cut short, not a failure to answer."""
+    reply = NOT_THE_API["web-ui-page"][0] if name == "web-ui-page" else body(200, ANSWERED)
+    plain, seen, otel = sdk_results(server, reply, aio, stream=True)
+    assert seen == plain == ([], None)
+    record = otel.record()
+    assert (record.outcome, record.error_type) == ("error", "APIResponseValidationError")
+    assert (record.output_tokens, record.time_to_first_chunk_s) == (None, None)
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+def test_a_stream_cut_before_its_first_event_is_cut_short(
+    server: FakeOpenAIServer, aio: bool
+) -> None:
+    reply = Reply(raw_body=b"", content_type="text/event-stream")  # 200, then the body ends
+    plain, seen, otel = sdk_results(server, reply, aio, stream=True)
+    assert seen == plain == ([], None)
+    assert (otel.record().outcome, otel.record().error_type) == ("incomplete", None)

@@ -213,6 +213,20 @@ def test_upstream_error_is_passed_through_and_recorded_failed(
     assert (row["outcome"], row["error_type"]) == ("error", "429")
 
 
+def test_an_upstream_redirect_is_passed_through_and_recorded_failed(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """An upstream that moved (`http://` to `https://`, a new path) answers with a redirect and
+    no completion: the client gets it as it came; the call is no success."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    moved = {"Location": "https://api.example.com/v1/chat/completions"}
+    upstream.push(Reply(status=308, raw_body=b"{}", headers=moved))
+    status, _ = _error(f"{proxy.base_url}/chat/completions", {"model": "m", "messages": []})
+    assert status == 308
+    (row,) = proxy.calls()
+    assert (row["outcome"], row["error_type"]) == ("error", "308")
+
+
 def test_an_error_reported_in_a_200_answer_is_recorded_failed(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
@@ -227,6 +241,33 @@ def test_an_error_reported_in_a_200_answer_is_recorded_failed(
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     rows = proxy.calls(at_least=2)
     assert [(r["outcome"], r["error_type"]) for r in rows] == [("error", "502"), ("ok", None)]
+
+
+def test_a_200_answer_that_is_not_the_apis_object_is_recorded_failed(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """An upstream that answers 200 with a web page (a web UI's port given as the API's), an
+    empty body or JSON that is no object, to a plain or a streaming request: the client gets
+    the body as it came, and the record says the call failed, as an instrumented call's does."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    page = b"<!doctype html><html><head><title>Open WebUI</title></head><body></body></html>"
+    upstream.push(
+        Reply(raw_body=page, content_type="text/html"),
+        Reply(raw_body=page, content_type="text/html"),
+        Reply(raw_body=b"", content_type="text/plain"),
+        Reply(raw_body=b"[]"),
+        Reply(),
+    )
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    ask = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert client.chat.completions.create(**ask) == page.decode()
+    assert list(client.chat.completions.create(**ask, stream=True)) == []
+    assert client.chat.completions.create(**ask) == ""
+    assert client.chat.completions.create(**ask) == []
+    client.chat.completions.create(**ask)
+    rows = proxy.calls(at_least=5)
+    failed = ("error", "APIResponseValidationError")
+    assert [(r["outcome"], r["error_type"]) for r in rows] == [*[failed] * 4, ("ok", None)]
 
 
 def test_a_failed_response_is_named_by_its_error_code(
