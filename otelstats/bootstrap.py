@@ -48,6 +48,9 @@ class _Process:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     handle: Handle | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    """What the first instrument() was given (a later call may repeat it: a Streamlit app runs
+    its script again on every interaction)."""
 
 
 _PROCESS = _Process()
@@ -172,16 +175,34 @@ def instrument(
     `options` are Settings fields (export_interval_ms=…, capture_content=…); environment
     variables fill the rest. Calling it again returns the same Handle.
     """
+    arguments = _given(
+        db=db,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        prometheus_port=prometheus_port,
+        settings=settings,
+        **options,
+    )
     with _PROCESS.lock:
         if _PROCESS.handle is not None:
-            if db is not None or tracer_provider or meter_provider or prometheus_port or options:
-                log.warning("otelstats.instrument() already ran; the new arguments are ignored")
+            first = _PROCESS.arguments
+            ignored = [k for k, v in arguments.items() if k not in first or first[k] != v]
+            if ignored:
+                log.warning(
+                    "otelstats.instrument() already ran; ignored: %s", ", ".join(sorted(ignored))
+                )
             return _PROCESS.handle
         handle = _build(db, tracer_provider, meter_provider, prometheus_port, settings, options)
         _PROCESS.handle = handle
+        _PROCESS.arguments = arguments
     atexit.register(handle.shutdown)
     handle._install_sigterm()
     return handle
+
+
+def _given(**arguments: Any) -> dict[str, Any]:
+    """The arguments an instrument() call gave (a path as its text: `"a.db"` is `Path("a.db")`)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in arguments.items() if v is not None}
 
 
 def _resolve_settings(

@@ -81,15 +81,26 @@ def test_normal_exit_persists_every_call_once(tmp_path: Path) -> None:
     script = _script(
         tmp_path,
         """
+        from pathlib import Path
         import otelstats
         first = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
-        assert otelstats.instrument(sys.argv[1]) is first   # idempotent: one setup
+        # Idempotent: one setup. Called again as it was (a Streamlit app's script runs again on
+        # every interaction), or with part of it, it says nothing; with other arguments it
+        # names what it ignores.
+        assert otelstats.instrument(sys.argv[1]) is first
+        assert otelstats.instrument(Path(sys.argv[1]), export_interval_ms=600_000) is first
+        print("repeated", file=sys.stderr, flush=True)
+        assert otelstats.instrument(sys.argv[1] + "-other", export_interval_ms=1) is first
         calls(4)   # 4 plain calls + 1 stream, persisted only by the exit flush
         """,
     )
     result = _run(script, str(db))
     assert result.returncode == 0, result.stderr
     assert count_calls(db) == 5
+    repeated, _, other = result.stderr.partition("repeated\n")
+    assert "already ran" not in repeated
+    assert "otelstats.instrument() already ran; ignored: db, export_interval_ms" in other
+    assert not (tmp_path / "stats.db-other").exists()
 
 
 _LEFT_OPEN = """
