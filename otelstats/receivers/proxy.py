@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -347,18 +348,40 @@ def create_proxy_app(
             if not 200 <= resp.status < 300:
                 call.tally.error_type = str(resp.status)
             else:
-                try:
-                    answer = json.loads(payload)
-                except ValueError:
-                    answer = None
-                if isinstance(answer, dict):
-                    call.tally.observe_body(answer)
-                else:  # a web page, an empty body, JSON that is no object: forwarded untouched
-                    call.tally.error_type = semconv.NOT_AN_ANSWER
+                _observe_answer(call.tally, resp, payload)
         call.finish()
         return Response(payload, status=resp.status, headers=response_headers(resp))
 
     return app
+
+
+def _observe_answer(tally: CallTally, resp: http.client.HTTPResponse, payload: bytes) -> None:
+    """A whole 2xx answer, forwarded untouched: read for the record. One that is no JSON object
+    (a web page, an empty body, a JSON list) is a failure; one compressed in an encoding this
+    cannot read, although identity was asked for, is recorded without usage."""
+    if resp.getheader("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        inflated = _inflated(payload)
+        if inflated is None:
+            return
+        payload = inflated
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        tally.observe_body(answer)
+    else:
+        tally.error_type = semconv.NOT_AN_ANSWER
+
+
+def _inflated(payload: bytes) -> bytes | None:
+    """A gzip or deflate body decompressed (None for any other encoding: brotli, zstd)."""
+    for wbits in (47, -15):  # gzip or zlib-wrapped deflate (auto-detected), raw deflate
+        try:
+            return zlib.decompress(payload, wbits)
+        except zlib.error:
+            continue
+    return None
 
 
 def _read_refusal(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import openai
 import pytest
 
+from otelstats._fake_wire import render
 from otelstats.conversation import fingerprint
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
@@ -211,6 +214,29 @@ def test_upstream_error_is_passed_through_and_recorded_failed(
     assert body["error"]["message"] == "slow down"
     (row,) = proxy.calls()
     assert (row["outcome"], row["error_type"]) == ("error", "429")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_an_answer_compressed_against_the_ask_is_still_read(
+    upstream: FakeOpenAIServer, start_proxy: Any, encoding: str
+) -> None:
+    """The proxy asks the upstream for identity, so that it can read the usage; one that
+    compresses its answer all the same is read through its encoding, not taken for a failure."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    ask = {"model": "m", "messages": MESSAGES}
+    answer = render("POST", "/v1/chat/completions", ask, Reply(), 1).body  # the fake's own
+    usage = json.loads(answer)["usage"]
+    packed = gzip.compress(answer) if encoding == "gzip" else zlib.compress(answer)
+    upstream.push(Reply(raw_body=packed, headers={"Content-Encoding": encoding}))
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    reply = client.chat.completions.create(**ask)
+    assert reply.to_dict() == json.loads(answer)
+    (row,) = proxy.calls()
+    assert (row["outcome"], row["input_tokens"], row["output_tokens"]) == (
+        "ok",
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
 
 
 def test_an_upstream_redirect_is_passed_through_and_recorded_failed(
