@@ -37,6 +37,18 @@ def sqlite_file(url: sa.URL) -> Path | None:
     return Path(database)
 
 
+def sdk_disabled() -> bool:
+    """`OTEL_SDK_DISABLED`, read as the OpenTelemetry SDK reads it: when true, its providers
+    make no spans, so nothing reaches otelstats' exporter."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+SDK_DISABLED_WARNING = (
+    "otelstats: OTEL_SDK_DISABLED=true turns the OpenTelemetry SDK off: %s records no "
+    "calls; unset it to record them"
+)
+
+
 def _parse_bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:

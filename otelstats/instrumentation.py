@@ -35,7 +35,7 @@ from ._instr_calls import (
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
-from .config import Settings
+from .config import SDK_DISABLED_WARNING, Settings, sdk_disabled
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         self._mark_duplicates(tracer_provider)
         tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        if isinstance(tracer, trace.NoOpTracer) and sdk_disabled():
+            log.warning(SDK_DISABLED_WARNING, "otelstats")
         from .every_call import record_every_call  # the SDK's sampling, loaded only now
 
         record_every_call(tracer)

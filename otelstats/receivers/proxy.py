@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
+from ..config import SDK_DISABLED_WARNING, sdk_disabled
 from ..conversation import ResponseChains
 from ..conversation import from_request as conversation_from_request
 from ..usage_request import may_refuse_usage, with_usage
@@ -404,6 +405,8 @@ def recording_provider(exporter: SpanExporter, export_interval_ms: int = 1000) -
     provider = TracerProvider(
         resource=Resource.create({"service.name": "otelstats-proxy"}), sampler=ALWAYS_ON
     )
+    if sdk_disabled():  # the proxy then only forwards
+        log.warning(SDK_DISABLED_WARNING, "the otelstats proxy")
     provider.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=export_interval_ms)
     )

@@ -81,3 +81,35 @@ def test_the_apps_recorded_but_unsampled_spans_stay_out(
         providers = [row[0] for row in conn.execute("SELECT provider FROM calls")]
     assert providers == ["openai"]
     assert not dbs["batch"].exists()
+
+
+@pytest.mark.parametrize("disabled", ["true", " TRUE ", "false", ""])
+def test_an_sdk_turned_off_by_its_environment_variable_is_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, disabled: str
+) -> None:
+    """`OTEL_SDK_DISABLED=true` makes the SDK's providers hand out no-op tracers, so no call
+    reaches any exporter: otelstats says so once, at instrument(), rather than record nothing
+    in silence; the proxy too, which then only forwards."""
+    from otelstats.receivers.proxy import recording_provider
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", disabled)
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    with caplog.at_level("WARNING", logger="otelstats"):
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0)
+            with client, pytest.raises(openai.APIConnectionError):  # nothing listens on port 9
+                client.chat.completions.create(model="m", messages=MESSAGES)
+        finally:
+            instrumentor.uninstrument()
+        recording_provider(InMemorySpanExporter()).shutdown()
+    off = disabled.strip().lower() == "true"
+    said = [r.getMessage() for r in caplog.records if "OTEL_SDK_DISABLED" in r.getMessage()]
+    assert len(said) == (2 if off else 0)
+    assert len(exporter.get_finished_spans()) == (0 if off else 1)
+    if off:
+        assert "otelstats records no calls" in said[0]
+        assert "the otelstats proxy records no calls" in said[1]
