@@ -358,8 +358,9 @@ def create_proxy_app(
 
 def _observe_answer(tally: CallTally, resp: http.client.HTTPResponse, payload: bytes) -> None:
     """A whole 2xx answer, forwarded untouched: read for the record. One that is no JSON object
-    (a web page, an empty body, a JSON list) is a failure; one compressed in an encoding this
-    cannot read, although identity was asked for, is recorded without usage."""
+    (a web page, an empty body, a JSON list), or that answers a request for a stream, is a
+    failure; one compressed in an encoding this cannot read, although identity was asked for,
+    is recorded without usage."""
     if resp.getheader("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
         inflated = _inflated(payload)
         if inflated is None:
@@ -369,10 +370,12 @@ def _observe_answer(tally: CallTally, resp: http.client.HTTPResponse, payload: b
         answer = json.loads(payload)
     except ValueError:
         answer = None
-    if isinstance(answer, dict):
-        tally.observe_body(answer)
-    else:
+    if not isinstance(answer, dict):
         tally.error_type = semconv.NOT_AN_ANSWER
+        return
+    tally.observe_body(answer)
+    if tally.streaming:  # a stream asked for, a whole answer given: an SSE client finds no event
+        tally.error_type = tally.error_type or semconv.NOT_AN_ANSWER
 
 
 def _inflated(payload: bytes) -> bytes | None:

@@ -273,8 +273,9 @@ def test_a_200_answer_that_is_not_the_apis_object_is_recorded_failed(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
     """An upstream that answers 200 with a web page (a web UI's port given as the API's), an
-    empty body or JSON that is no object, to a plain or a streaming request: the client gets
-    the body as it came, and the record says the call failed, as an instrumented call's does."""
+    empty body or JSON that is no object, to a plain or a streaming request, or a whole answer
+    to a streaming request: the client gets the body as it came, and the record says the call
+    failed, as an instrumented call's does (with the usage the whole answer reported)."""
     proxy: RunningProxy = start_proxy(upstream.base_url)
     page = b"<!doctype html><html><head><title>Open WebUI</title></head><body></body></html>"
     upstream.push(
@@ -282,6 +283,7 @@ def test_a_200_answer_that_is_not_the_apis_object_is_recorded_failed(
         Reply(raw_body=page, content_type="text/html"),
         Reply(raw_body=b"", content_type="text/plain"),
         Reply(raw_body=b"[]"),
+        Reply(raw_body=render("POST", "/v1/chat/completions", {"model": "m"}, Reply(), 1).body),
         Reply(),
     )
     client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
@@ -290,10 +292,12 @@ def test_a_200_answer_that_is_not_the_apis_object_is_recorded_failed(
     assert list(client.chat.completions.create(**ask, stream=True)) == []
     assert client.chat.completions.create(**ask) == ""
     assert client.chat.completions.create(**ask) == []
+    assert list(client.chat.completions.create(**ask, stream=True)) == []  # a whole answer
     client.chat.completions.create(**ask)
-    rows = proxy.calls(at_least=5)
+    rows = proxy.calls(at_least=6)
     failed = ("error", "APIResponseValidationError")
-    assert [(r["outcome"], r["error_type"]) for r in rows] == [*[failed] * 4, ("ok", None)]
+    assert [(r["outcome"], r["error_type"]) for r in rows] == [*[failed] * 5, ("ok", None)]
+    assert rows[4]["input_tokens"] is not None
 
 
 def test_a_failed_response_is_named_by_its_error_code(
