@@ -30,12 +30,16 @@ def may_refuse_usage(error_body: str | bytes) -> bool:
     """Whether a 400/422 answer to a request that otelstats asked for usage may be refusing that
     option: its error names `stream_options`, or it is no JSON error at all (a proxy's own page
     names nothing). A JSON error about something else (a prompt over the context length), in
-    OpenAI's shape or as a string (llama.cpp, Ollama), is the caller's own: sending the request
-    again would only make the server refuse it twice."""
+    OpenAI's shape, as a string (llama.cpp, Ollama) or as a list of error objects (Gemini's
+    OpenAI-compatible endpoint), is the caller's own: sending the request again would only make
+    the server refuse it twice."""
     text = error_body.decode("utf-8", "replace") if isinstance(error_body, bytes) else error_body
     if "stream_options" in text:
         return True
     try:
-        return not isinstance(json.loads(text), dict)
+        error = json.loads(text)
     except ValueError:
         return True
+    if type(error) is list and error:
+        error = error[0]
+    return not isinstance(error, dict)

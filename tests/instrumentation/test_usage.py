@@ -59,8 +59,15 @@ def test_a_refusal_that_does_not_name_the_option_is_retried_too(
             raw_body=b'{"error": "maximum context length is 4096 tokens"}',
             content_type="application/json",
         ),
+        # Gemini's OpenAI-compatible endpoint: Google's error object, inside a list.
+        Reply(
+            status=400,
+            raw_body=b'[{"error": {"code": 400, "message": "Invalid JSON payload received. '
+            b'Unknown name \\"reasoning\\": Cannot find field.", "status": "INVALID_ARGUMENT"}}]',
+            content_type="application/json",
+        ),
     ],
-    ids=["openai", "string"],
+    ids=["openai", "string", "gemini-list"],
 )
 def test_a_json_error_about_something_else_is_not_sent_twice(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI, refusal: Reply
