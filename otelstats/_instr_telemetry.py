@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -89,7 +91,26 @@ class Telemetry:
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self.unfinished: dict[int, Unfinished] = {}
         """Streams handed out and not ended yet, by id: `end_unfinished` ends them at exit."""
+        self.generation = 0
+        """How many forks deep this process is from the one that made this: a call belongs to
+        the process that started it (`Call.end` in a fork child records nothing of it)."""
         self._logged: set[str] = set()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def after_in_child() -> None:
+                telemetry = ref()
+                if telemetry is not None:
+                    telemetry.forked()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    def forked(self) -> None:
+        """In a fork child: the calls open at the fork (a stream being read) are the parent's,
+        which records them; the child's copies, dropped or left open at its exit, are not calls
+        of its own."""
+        self.generation += 1
+        self.unfinished.clear()
 
     def end_unfinished(self) -> None:
         """End every stream still open (left mid-way, neither closed nor garbage collected: a
@@ -225,6 +246,7 @@ class Call:
         "attributes",
         "context",
         "done",
+        "generation",
         "name",
         "remember",
         "span",
@@ -249,6 +271,7 @@ class Call:
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
         self.done = False
+        self.generation = telemetry.generation
         self.remember = False
         """Responses API: remember response id -> conversation id for `previous_response_id`."""
 
@@ -285,6 +308,8 @@ class Call:
         if self.done:
             return
         self.done = True
+        if self.generation != self.telemetry.generation:
+            return  # started before this process was forked: the parent's call, recorded there
         try:
             self._end(outcome, attributes, error, first_chunk_s, per_chunk_s)
         except Exception:

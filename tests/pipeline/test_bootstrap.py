@@ -399,25 +399,41 @@ def test_fork_after_instrument_loses_and_duplicates_nothing(tmp_path: Path) -> N
     script = _script(
         tmp_path,
         """
+        import gc
         import otelstats
         otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
         calls(2)          # parent, before the fork: 3 records still queued
+        # A stream the parent is reading when it forks: its call is the parent's, whatever
+        # the children do with their copies of it.
+        client = OpenAI(base_url=SERVER.base_url, api_key="test", max_retries=0)
+        stream = client.chat.completions.create(
+            model="open", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        next(iter(stream))
         children = []
-        for _ in range(1):
+        for leaves in ("open", "dropped"):
             pid = os.fork()
             if pid == 0:
                 calls(4)  # each child: 5 records of its own
+                if leaves == "dropped":
+                    del stream
+                    gc.collect()
                 sys.exit(0)
             children.append(pid)
         calls(1)          # parent, after: 2 more
         for pid in children:
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
+        for _chunk in stream:
+            pass
         """,
     )
     result = _run(script, str(db))
     assert result.returncode == 0, result.stderr
-    assert count_calls(db) == 3 + 5 + 2
+    assert count_calls(db) == 3 + 2 * 5 + 2 + 1
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT outcome FROM calls WHERE request_model = 'open'").fetchall()
+    assert rows == [("ok",)]
 
 
 def test_live_metrics_port_serves_genai_metrics(tmp_path: Path) -> None:
