@@ -111,6 +111,7 @@ class Telemetry:
         of its own."""
         self.generation += 1
         self.unfinished.clear()
+        self.response_chains.after_fork()
 
     def end_unfinished(self) -> None:
         """End every stream still open (left mid-way, neither closed nor garbage collected: a

@@ -209,6 +209,11 @@ class ResponseChains:
     def get(self, response_id: str) -> str | None:
         return self._ids.get(response_id)
 
+    def after_fork(self) -> None:
+        """In a fork child: a new lock (another thread may have held the parent's at the fork,
+        and no thread of the child would ever release it)."""
+        self._lock = threading.Lock()
+
     def remember(self, response_id: str, conversation_id: str) -> None:
         with self._lock:
             self._ids[response_id] = conversation_id
