@@ -182,7 +182,7 @@ class ChatState(StreamState):
     ends_with_done = True
 
     def feed(self, item: Any) -> bool:
-        if self.model is None:
+        if not self.model:  # the first chunk that names it (Azure's first chunk has "")
             self.model = item.model
             self.response_id = item.id
         choices = item.choices
@@ -209,14 +209,15 @@ class ChatState(StreamState):
                     self._timings(item)
             if usage is not None:
                 self.usage = usage  # the last one wins: continuous usage is cumulative
-            elif self.hide_usage and "usage" in item.__pydantic_fields_set__:
-                # otelstats asked for usage; the caller did not: keep `usage` unset as it would be.
-                item.__pydantic_fields_set__.discard("usage")
+            elif self.hide_usage:
+                _unset_usage(item)
             return False
         self._timings(item)
         if usage is not None:
             self.usage = usage
             return self.hide_usage
+        if self.hide_usage:  # a chunk without choices, not the usage chunk (Azure's first)
+            _unset_usage(item)
         return False
 
     def _timings(self, item: Any) -> None:
@@ -225,6 +226,14 @@ class ChatState(StreamState):
         extra = item.__pydantic_extra__
         if extra and "timings" in extra:
             self.extra.update(timings_attributes(extra["timings"]))
+
+
+def _unset_usage(item: Any) -> None:
+    """otelstats asked for usage, the caller did not: a chunk's `usage: null`, which the server
+    sends only when asked, stays unset, as the caller would have had it."""
+    fields = item.__pydantic_fields_set__
+    if "usage" in fields:
+        fields.discard("usage")
 
 
 def _other_output(delta: Any) -> bool:
@@ -250,7 +259,7 @@ class CompletionState(StreamState):
     ends_with_done = True
 
     def feed(self, item: Any) -> bool:
-        if self.model is None:
+        if not self.model:
             self.model = item.model
             self.response_id = item.id
         choices = item.choices

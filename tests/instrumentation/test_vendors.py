@@ -1,6 +1,6 @@
-"""Wire-format tests: the exact bytes OpenAI, llama.cpp, Ollama and vLLM send (as their docs and
-source describe them) replayed through FakeOpenAIServer to the real openai SDK, bare and
-instrumented; the user-visible results must be identical and the CallRecord right.
+"""Wire-format tests: the exact bytes OpenAI, Azure OpenAI, llama.cpp, Ollama and vLLM send (as
+their docs and source describe them) replayed through FakeOpenAIServer to the real openai SDK,
+bare and instrumented; the user-visible results must be identical and the CallRecord right.
 
 Sources of each sample (read for these tests):
 - OpenAI: platform.openai.com API reference, chat streaming (`usage: null` on every chunk when
@@ -15,6 +15,9 @@ Sources of each sample (read for these tests):
 - vLLM: vllm/entrypoints/openai/serving_chat.py (`continuous_usage_stats` cumulative usage on
   every chunk, `exclude_unset` dumps, streaming error event then `[DONE]`); `ErrorResponse` with an
   integer `code`, both the newer `{"error": {...}}` and the older top-level shape.
+- Azure OpenAI: learn.microsoft.com, content filtering (the prompt's filter results in a first
+  chunk with no choices, an empty id and model; annotation chunks of the asynchronous filter,
+  whose choice has no delta), as its users' bug reports show the chunks.
 - nginx: its built-in 502 page (CRLF lines, text/html) in front of any of them.
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 import openai
 import pytest
 
+from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 from otelstats.records import CallRecord
 
@@ -164,6 +168,42 @@ def vllm_stream(include_usage: bool, continuous: bool = False) -> Reply:
     return frames(*events)
 
 
+AZURE = "gpt-4o-2024-08-06"
+SAFE = {
+    kind: {"filtered": False, "severity": "safe"}
+    for kind in ("hate", "self_harm", "sexual", "violence")
+}
+
+
+def azure_stream(include_usage: bool) -> Reply:
+    """Azure OpenAI: the prompt's filter results first, in a chunk with no choices and an empty
+    id and model; filter results on every choice; with the asynchronous filter, annotation
+    chunks whose choice carries no delta (learn.microsoft.com, content filtering, streaming)."""
+    usage = {"usage": None} if include_usage else {}
+    empty = {"id": "", "object": "", "created": 0, "model": "", **usage}
+    prompt = {**empty, "choices": [], "prompt_filter_results": [
+        {"prompt_index": 0, "content_filter_results": SAFE}]}  # fmt: skip
+    base = head("chatcmpl-AzR7x", AZURE, system_fingerprint="fp_b705f0c291", **usage)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "finish_reason": finish, "delta": delta,
+                  "content_filter_results": SAFE if delta.get("content") else {}}  # fmt: skip
+        return {**base, "choices": [choice]}
+
+    def annotation(start: int, end: int) -> dict[str, Any]:
+        offsets = {"check_offset": 0, "start_offset": start, "end_offset": end}
+        choice = {"index": 0, "finish_reason": None, "content_filter_results": SAFE,
+                  "content_filter_offsets": offsets}  # fmt: skip
+        return {**empty, "choices": [choice]}
+
+    contents = [chunk({"content": t}) for t in TEXT]
+    events = [prompt, chunk({"role": "assistant", "content": ""}), *contents[:2], annotation(0, 9)]
+    events += [*contents[2:], chunk({}, "stop"), annotation(9, 20)]
+    if include_usage:
+        events.append({**base, "choices": [], "usage": OPENAI_USAGE})
+    return frames(*events)
+
+
 @dataclass(frozen=True)
 class StreamCase:
     wire: Callable[[bool], Reply]
@@ -179,6 +219,7 @@ class StreamCase:
 
 STREAMS = {
     "openai": StreamCase(openai_stream, GPT),
+    "azure": StreamCase(azure_stream, AZURE),
     "llama.cpp": StreamCase(llama_stream, LLAMA, timings=True),
     "llama.cpp-old": StreamCase(llama_old_stream, LLAMA),
     "ollama": StreamCase(ollama_stream, OLLAMA),
@@ -287,6 +328,7 @@ def test_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
     assert record.response_model == case.model
     assert (record.time_to_first_chunk_s or 0) > 0
     attrs = otel.finished()[0].attributes or {}
+    assert attrs[semconv.RESPONSE_ID] == next(c["id"] for c in plain[0] if c["id"])
     if case.timings:
         assert attrs["llama_cpp.timings.predicted_per_second"] == TIMINGS["predicted_per_second"]
         assert attrs["llama_cpp.timings.prompt_n"] == PROMPT
