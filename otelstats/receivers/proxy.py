@@ -378,13 +378,21 @@ def _observe_answer(tally: CallTally, resp: http.client.HTTPResponse, payload: b
         tally.error_type = tally.error_type or semconv.NOT_AN_ANSWER
 
 
+INFLATED_MAX_BYTES = 64 * 1024 * 1024
+"""A compressed answer is read for the record up to this size decompressed (the client gets it
+whole either way): an answer that inflates beyond it is recorded without usage."""
+
+
 def _inflated(payload: bytes) -> bytes | None:
-    """A gzip or deflate body decompressed (None for any other encoding: brotli, zstd)."""
+    """A gzip or deflate body decompressed (None for any other encoding: brotli, zstd, or one
+    that inflates beyond INFLATED_MAX_BYTES)."""
     for wbits in (47, -15):  # gzip or zlib-wrapped deflate (auto-detected), raw deflate
+        inflater = zlib.decompressobj(wbits)
         try:
-            return zlib.decompress(payload, wbits)
+            inflated = inflater.decompress(payload, INFLATED_MAX_BYTES)
         except zlib.error:
             continue
+        return None if inflater.unconsumed_tail else inflated
     return None
 
 
