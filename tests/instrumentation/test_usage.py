@@ -35,6 +35,25 @@ def test_server_rejecting_stream_options_is_retried_once_and_remembered(
     assert {r.output_tokens for r in records} == {9}
 
 
+MISTRAL_422 = (
+    b'{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body",'
+    b'"stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},'
+    b'"type":"invalid_request_error","param":null,"code":null}'
+)
+"""Mistral's API refuses the option with 422 (its users' reports: avante.nvim, openai-agents)."""
+
+
+def test_mistrals_refusal_is_retried_once_and_remembered(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(status=422, raw_body=MISTRAL_422))
+    first = _chunks(client)
+    second = _chunks(client)
+    assert len(first) == len(second) == 11
+    assert ["stream_options" in r.body for r in server.requests] == [True, False, False]
+    assert [r.outcome for r in otel.records()] == ["ok", "ok"]
+
+
 def test_a_refusal_that_does_not_name_the_option_is_retried_too(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:
