@@ -37,7 +37,7 @@ from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 from otelstats.records import CallRecord
 
-from .conftest import MESSAGES, Otel, make_otel, needs_responses
+from .conftest import MESSAGES, Otel, differential, needs_responses
 
 TEXT = ("Foxes", " are", " clever", ".")
 PROMPT, COMPLETION = 24, 5  # the servers' own counts: 5 tokens arrive in 4 content chunks
@@ -282,14 +282,13 @@ def replay(
     """The same call twice: uninstrumented, then instrumented (each answered as that server
     answers the request it gets)."""
     kwargs = {"messages": MESSAGES, "stream": False, **kwargs}
-    server.push(bare)
-    plain = user_view(server.base_url, kwargs, aio)
-    otel = make_otel()
-    try:
-        server.push(instrumented)
-        seen = user_view(server.base_url, kwargs, aio)
-    finally:
-        otel.instrumentor.uninstrument()
+    replies = iter((bare, instrumented))
+
+    def call() -> View:
+        server.push(next(replies))
+        return user_view(server.base_url, kwargs, aio)
+
+    plain, seen, otel = differential(call)
     assert len(server.requests) == 2  # no retry, no extra request
     return plain, seen, otel.record(), otel
 
@@ -593,15 +592,12 @@ def sdk_results(
     server: FakeOpenAIServer, reply: Reply, aio: bool, stream: bool, api: str = "chat"
 ) -> tuple[Any, Any, Otel]:
     """`sdk_result` of the same answer, bare and then instrumented."""
-    server.push(reply)
-    plain = sdk_result(server.base_url, aio, stream, api)
-    otel = make_otel()
-    try:
+
+    def call() -> tuple[Any, str | None]:
         server.push(reply)
-        seen = sdk_result(server.base_url, aio, stream, api)
-    finally:
-        otel.instrumentor.uninstrument()
-    return plain, seen, otel
+        return sdk_result(server.base_url, aio, stream, api)
+
+    return differential(call)
 
 
 @pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
