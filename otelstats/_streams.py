@@ -10,7 +10,6 @@ generator); `next()` on the proxy itself goes through `__next__`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from time import perf_counter
 from types import TracebackType
@@ -26,7 +25,6 @@ from .records import Outcome
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError", "TransportError"})
 """A stream cut short by the server or the network: the SDK's errors (today's SDK wraps what
 breaks mid-stream in them) and httpx's own (which openai 1.x lets through from a stream)."""
-_CANCELLATIONS = (KeyboardInterrupt, asyncio.CancelledError)
 
 
 class StreamState:
@@ -167,7 +165,9 @@ class StreamState:
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, GeneratorExit):
             return  # a loop over the stream was left, not the stream: a new loop goes on
-        if isinstance(exc, _CANCELLATIONS):
+        if not isinstance(exc, Exception):
+            # What is not an error stops the stream from outside: Ctrl-C, asyncio's or trio's
+            # cancellation (trio.Cancelled), a greenlet killed, `sys.exit` from another hook.
             self.end("ok" if self.finished else "cancelled")
         elif type(exc).__name__ in _TRANSPORT_ERRORS or any(
             c.__name__ in _TRANSPORT_ERRORS for c in type(exc).__mro__

@@ -16,7 +16,7 @@ from otelstats import semconv
 from otelstats._streams import _EndWatch
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
-from .conftest import MESSAGES, Otel
+from .conftest import HAS_RESPONSES, MESSAGES, Otel
 
 
 def _stream(client: openai.OpenAI) -> openai.Stream[object]:
@@ -292,6 +292,50 @@ def test_cancelled_task_ends_as_cancelled(
 
     asyncio.run(run())
     assert otel.record().outcome == "cancelled"
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("how", ["timeout", "nursery"])
+def test_a_stream_cancelled_under_trio_ends_as_cancelled(
+    server: FakeOpenAIServer, otel: Otel, api: str, how: str
+) -> None:
+    """The SDK runs on trio too (through anyio). Trio cancels a stream mid-way by raising its
+    own `Cancelled` (a BaseException, not asyncio's) from inside the SDK's read: the user
+    stopped it, so it is cancelled, not an error."""
+    trio = pytest.importorskip("trio")
+    if api == "responses" and not HAS_RESPONSES:
+        pytest.skip(f"openai {openai.__version__} has no Responses API")
+    server.push(Reply(token_delay=0.05))
+    seen: list[object] = []
+
+    async def consume(aclient: openai.AsyncOpenAI) -> None:
+        if api == "chat":
+            stream: Any = await aclient.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True
+            )
+        else:
+            stream = await aclient.responses.create(model="m", input="hi", stream=True)
+        async for chunk in stream:
+            seen.append(chunk)
+
+    async def run() -> None:
+        async with openai.AsyncOpenAI(
+            base_url=server.base_url, api_key="test", max_retries=0
+        ) as aclient:
+            if how == "timeout":
+                with trio.move_on_after(0.2):
+                    await consume(aclient)
+            else:  # the stream is read in a task of its own, cancelled from outside it
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(consume, aclient)
+                    await trio.sleep(0.2)
+                    nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    gc.collect()
+    assert 0 < len(seen) < 10  # cancelled mid-stream
+    record = otel.record()
+    assert (record.outcome, record.error_type) == ("cancelled", None)
 
 
 _BASE = {"id": "chatcmpl-u", "object": "chat.completion.chunk", "created": 1, "model": "m"}
