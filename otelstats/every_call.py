@@ -27,6 +27,7 @@ from opentelemetry.util.types import Attributes
 
 from . import semconv
 from ._child_exit import shutdown_at_child_exit
+from ._gevent import settle_platform_for_gevent
 
 _DROP = Decision.DROP
 
@@ -75,6 +76,7 @@ class StatsSpanProcessor(BatchSpanProcessor):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settle_platform_for_gevent()  # before the fork hook below exists: see `_gevent`
         super().__init__(*args, **kwargs)
         shutdown_at_child_exit(self)  # a multiprocessing worker's last calls: see _child_exit
         # The queue BatchSpanProcessor.on_end hands a sampled span to (opentelemetry-sdk 1.3x+);
