@@ -31,7 +31,7 @@ from ._streams import (
 )
 from .conversation import resolve as resolve_conversation
 from .records import Outcome
-from .usage_request import may_refuse_usage, with_usage
+from .usage_request import may_refuse_usage, sends_usage_unasked, with_usage
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 _ACTIVE: ContextVar[Call | None] = ContextVar("otelstats_active_call", default=None)
@@ -78,6 +78,8 @@ def _server(telemetry: Telemetry, instance: Any) -> Server:
         scheme = getattr(url, "scheme", "")
         port = 443 if scheme == "https" else 80 if scheme == "http" else None
     server = (host or None, port, str(url), _provider(client, host, getattr(url, "path", "")))
+    if sends_usage_unasked(server[0]):
+        telemetry.not_asked_usage.add(server[2])
     if len(cache) >= 64:
         cache.clear()
     cache[id(url)] = (url, server)
@@ -179,7 +181,7 @@ class Prepared:
             and self.stream
             and not self.raw
             and options.stream_usage
-            and self.base_url not in telemetry.rejects_stream_options
+            and self.base_url not in telemetry.not_asked_usage
         ):
             asking = _asking_usage(kwargs)
             if asking is not None:
@@ -209,7 +211,7 @@ def _retry_without_usage(prepared: Prepared, exc: BaseException) -> bool:
 def _refused_usage(telemetry: Telemetry, prepared: Prepared) -> None:
     """The request went through without the `stream_options` otelstats added: never ask that
     server again."""
-    telemetry.rejects_stream_options.add(prepared.base_url)
+    telemetry.not_asked_usage.add(prepared.base_url)
 
 
 _NOT_OBJECTS = (str, bytes, list, int, float)

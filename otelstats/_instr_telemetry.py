@@ -84,8 +84,9 @@ class Telemetry:
             description="Time per output chunk after the first one in a streaming operation.",
             explicit_bucket_boundaries_advisory=list(semconv.TIME_PER_OUTPUT_CHUNK_BUCKETS),
         )
-        self.rejects_stream_options: set[str] = set()
-        """Servers (base URLs) that answered 400 to `stream_options`: never ask them again."""
+        self.not_asked_usage: set[str] = set()
+        """Servers (base URLs) never asked for usage on a stream: those that refused
+        `stream_options` once, and those that send it unasked (`usage_request`)."""
         self.response_chains = ResponseChains()
         self.servers: dict[int, tuple[Any, Server]] = {}
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""

@@ -2,7 +2,8 @@
 
 A chat client usually streams without asking for usage, and then the server sends none. otelstats
 asks for it (`stream_options.include_usage`) and hides the extra usage-only chunk, so the caller
-sees exactly what it would have seen. The caller's own choice always goes as it is.
+sees exactly what it would have seen. The caller's own choice always goes as it is. A server that
+sends that chunk unasked is not asked: hiding it would take from the caller what it always gets.
 """
 
 from __future__ import annotations
@@ -10,6 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+
+SENDS_USAGE_UNASKED = ("openrouter.ai",)
+"""Hosts (and their subdomains) whose streams end with a usage-only chunk whether or not it was
+asked for: OpenRouter's, since 2026 (its `include_usage` "has no effect")."""
+
+
+def sends_usage_unasked(host: str | None) -> bool:
+    """Whether a stream from `host` brings its usage unasked (`SENDS_USAGE_UNASKED`)."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    return any(host == known or host.endswith("." + known) for known in SENDS_USAGE_UNASKED)
 
 
 def with_usage(requested: Any) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ from .. import semconv
 from ..config import SDK_DISABLED_WARNING, sdk_disabled
 from ..conversation import ResponseChains
 from ..conversation import from_request as conversation_from_request
-from ..usage_request import may_refuse_usage, with_usage
+from ..usage_request import may_refuse_usage, sends_usage_unasked, with_usage
 from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
 from ._upstream import (
     CONVERSATION_HEADER,
@@ -300,6 +300,7 @@ def create_proxy_app(
             and tally.streaming
             and endpoint in {"chat/completions", "completions"}
             and (requested is None or isinstance(requested, dict))
+            and not sends_usage_unasked(target.host)
             else None
         )
         injected = stream_options is not None

@@ -36,6 +36,7 @@ import pytest
 from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 from otelstats.records import CallRecord
+from otelstats.usage_request import sends_usage_unasked
 
 from .conftest import MESSAGES, Otel, differential, needs_responses
 
@@ -246,12 +247,14 @@ STREAMS = {
 View = tuple[list[Any], tuple[Any, ...] | None]
 
 
-def user_view(base_url: str, kwargs: dict[str, Any], aio: bool) -> View:
-    """What the user's code sees: every chunk (or the object) and the exception, as plain data."""
+def user_view(base_url: str, kwargs: dict[str, Any], aio: bool, via: str | None = None) -> View:
+    """What the user's code sees: every chunk (or the object) and the exception, as plain data.
+    `via`: an HTTP proxy to send the request through (to reach `base_url`'s host here)."""
     seen: list[Any] = []
 
     def sync() -> None:
-        with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+        http = openai.DefaultHttpxClient(proxy=via) if via else None
+        with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, http_client=http) as sdk:
             result = sdk.chat.completions.create(**kwargs)
             if not kwargs["stream"]:
                 seen.append(result.to_dict())
@@ -260,7 +263,10 @@ def user_view(base_url: str, kwargs: dict[str, Any], aio: bool) -> View:
                 seen.append(chunk.to_dict())
 
     async def run_async() -> None:
-        async with openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0) as sdk:
+        http = openai.DefaultAsyncHttpxClient(proxy=via) if via else None
+        async with openai.AsyncOpenAI(
+            base_url=base_url, api_key="k", max_retries=0, http_client=http
+        ) as sdk:
             result = await sdk.chat.completions.create(**kwargs)
             if not kwargs["stream"]:
                 seen.append(result.to_dict())
@@ -333,6 +339,75 @@ def test_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
         assert attrs["llama_cpp.timings.prompt_n"] == PROMPT
     else:
         assert not any(k.startswith("llama_cpp.") for k in attrs)
+
+
+OPENROUTER = "openai/gpt-4o-mini"
+
+
+def openrouter_stream() -> Reply:
+    """OpenRouter's stream (openrouter.ai/docs, streaming; its users' reports of the usage chunk,
+    Effect-TS/effect#6116, 2026-03): a keep-alive comment, the chunks, then a usage-only chunk
+    with the call's `cost`, whether or not usage was asked for (its `include_usage` "has no
+    effect")."""
+    base = head("gen-1753000000-aBcDeF", OPENROUTER, provider="OpenAI")
+
+    def chunk(content: str, finish: str | None = None) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": content}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish,
+                  "native_finish_reason": finish, "logprobs": None}  # fmt: skip
+        return {**base, "choices": [choice]}
+
+    usage = {**USAGE, "cost": 0.000093, "is_byok": False,
+             "prompt_tokens_details": {"cached_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
+    events = [chunk(""), *(chunk(t) for t in TEXT), chunk("", "stop")]
+    reply = frames(*events, {**base, "choices": [], "usage": usage})
+    return dataclasses.replace(
+        reply, raw_events=(b": OPENROUTER PROCESSING\n\n", *reply.raw_events)
+    )
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+def test_a_server_that_sends_usage_unasked_is_not_asked(
+    server: FakeOpenAIServer, aio: bool
+) -> None:
+    """OpenRouter ends every stream with its usage and cost. Asking for usage there would make
+    otelstats hide that chunk from a user who always gets it: it is not asked, the chunk goes
+    through, and the record reads it. The SDK reaches `openrouter.ai` through an HTTP proxy,
+    which is the fake server."""
+    kwargs = {"messages": MESSAGES, "stream": True, "model": OPENROUTER}
+
+    def call() -> View:
+        server.push(openrouter_stream())
+        via = f"http://127.0.0.1:{server.port}"
+        return user_view("http://openrouter.ai/api/v1", kwargs, aio, via=via)
+
+    plain, seen, otel = differential(call)
+    assert [r.path for r in server.requests] == ["http://openrouter.ai/api/v1/chat/completions"] * 2
+    assert "stream_options" not in server.requests[1].body
+    assert seen == plain
+    assert plain[0][-1]["usage"]["cost"] == 0.000093  # the user keeps the chunk they always get
+    record = otel.record()
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (
+        PROMPT,
+        COMPLETION,
+        "reported",
+    )
+    assert (record.server_address, record.outcome, record.finish_reasons) == (
+        "openrouter.ai",
+        "ok",
+        ("stop",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "unasked"),
+    [("openrouter.ai", True), ("OpenRouter.AI.", True), ("eu.openrouter.ai", True),
+     ("notopenrouter.ai", False), ("openrouter.ai.example.com", False),
+     ("api.openai.com", False), (None, False)],
+)  # fmt: skip
+def test_which_servers_send_usage_unasked(host: str | None, unasked: bool) -> None:
+    assert sends_usage_unasked(host) is unasked
 
 
 ANSWER = {"role": "assistant", "content": "".join(TEXT)}
