@@ -7,12 +7,18 @@ either side that is not matched by a migration fails this file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from importlib import resources
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
+from otelstats.migrations import HEAD
 from otelstats.models import Base
 from otelstats.store import Store
 from tests.factories import record
@@ -178,6 +184,32 @@ def test_migrate_is_idempotent(store: Store) -> None:
     store.migrate()
     with store.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT COUNT(*) FROM calls")) == 1
+
+
+def test_the_head_otelstats_knows_is_alembics() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("otelstats") / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+def test_a_database_at_head_is_opened_without_alembic(tmp_path: Path) -> None:
+    """A process writing to an existing database does not load alembic (its CPU and memory);
+    one that finds an older schema still upgrades it."""
+    db = tmp_path / "stats.db"
+    Store.open(db).dispose()
+    probe = (
+        "import sys; from otelstats.store import Store; "
+        f"Store.open({str(db)!r}).dispose(); print('alembic' in sys.modules)"
+    )
+    run = [sys.executable, "-c", probe]
+    assert subprocess.run(run, capture_output=True, text=True, check=True).stdout == "False\n"
+    store = Store.open(db)
+    try:
+        store.downgrade("0001")
+        assert subprocess.run(run, capture_output=True, text=True, check=True).stdout == "True\n"
+        assert _version(store) == HEAD
+    finally:
+        store.dispose()
 
 
 def test_open_without_migrate_leaves_a_blank_database(tmp_path: Path) -> None:
