@@ -298,12 +298,12 @@ def db() -> None:
 @db_option
 def upgrade(db: str | None) -> None:
     """Apply pending schema migrations."""
-    from .dbinfo import revision
+    from .store import schema_revision
 
     with _open_store(db, migrate=False) as store:
-        before = revision(store.engine)
+        before = schema_revision(store.engine)
         store.migrate()
-        after = revision(store.engine)
+        after = schema_revision(store.engine)
     click.echo(f"{store.describe()}: schema {before or 'empty'} → {after}")
 
 

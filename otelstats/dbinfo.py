@@ -12,16 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .models import Base
-from .store import Store
-
-
-def revision(engine: Engine) -> str | None:
-    """The alembic revision the schema is at, or None for an empty database."""
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
-            return None
-        value = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    return None if value is None else str(value)
+from .store import Store, schema_revision
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
@@ -69,7 +60,7 @@ def spooled(store: Store) -> dict[str, Any]:
             pending = sum(1 for line in handle if line.strip())
     except OSError:
         pending = 0
-    counters = store.counters() if revision(store.engine) else {}
+    counters = store.counters() if schema_revision(store.engine) else {}
     return {
         "journal": str(journal),
         "pending_records": pending,
@@ -82,7 +73,7 @@ def describe(store: Store) -> dict[str, Any]:
     return {
         "database": store.describe(),
         "backend": store.engine.dialect.name,
-        "schema_revision": revision(store.engine),
+        "schema_revision": schema_revision(store.engine),
         "size_bytes": size_bytes(store),
         "rows": row_counts(store.engine),
         "spool": spooled(store),
