@@ -224,6 +224,8 @@ def create_proxy_app(
     opts = options or ProxyOptions()
     if opts.provider is None:  # named once, by the upstream's address
         opts = replace(opts, provider=semconv.provider_name(target.host, target.base_path))
+    # Whether streams are asked for usage is the upstream's to decide once, not each request's.
+    ask_usage = opts.stream_usage and not sends_usage_unasked(target.host)
     tracer = tracer_provider.get_tracer("otelstats.receivers.proxy")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
@@ -296,11 +298,10 @@ def create_proxy_app(
         requested = body.get("stream_options")
         stream_options = (
             with_usage(requested)
-            if opts.stream_usage
+            if ask_usage
             and tally.streaming
             and endpoint in {"chat/completions", "completions"}
             and (requested is None or isinstance(requested, dict))
-            and not sends_usage_unasked(target.host)
             else None
         )
         injected = stream_options is not None

@@ -16,7 +16,7 @@ from otelstats import semconv
 from otelstats._streams import _EndWatch
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
-from .conftest import HAS_RESPONSES, MESSAGES, Otel
+from .conftest import MESSAGES, Otel, needs_responses
 
 
 def _stream(client: openai.OpenAI) -> openai.Stream[object]:
@@ -294,7 +294,7 @@ def test_cancelled_task_ends_as_cancelled(
     assert otel.record().outcome == "cancelled"
 
 
-@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("api", ["chat", pytest.param("responses", marks=needs_responses)])
 @pytest.mark.parametrize("how", ["timeout", "nursery"])
 def test_a_stream_cancelled_under_trio_ends_as_cancelled(
     server: FakeOpenAIServer, otel: Otel, api: str, how: str
@@ -303,8 +303,6 @@ def test_a_stream_cancelled_under_trio_ends_as_cancelled(
     own `Cancelled` (a BaseException, not asyncio's) from inside the SDK's read: the user
     stopped it, so it is cancelled, not an error."""
     trio = pytest.importorskip("trio")
-    if api == "responses" and not HAS_RESPONSES:
-        pytest.skip(f"openai {openai.__version__} has no Responses API")
     server.push(Reply(token_delay=0.05))
     seen: list[object] = []
 
