@@ -194,8 +194,6 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         prefix = ("prompt_tokens_details", "completion_tokens_details")
     if inp is not None:
         attrs[semconv.USAGE_INPUT_TOKENS] = inp
-    if out is not None:
-        attrs[semconv.USAGE_OUTPUT_TOKENS] = out
     details = getattr(usage, prefix[0], None)
     if details is not None:
         cached = _count(details, "cached_tokens")
@@ -206,6 +204,11 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         reasoning = _count(details, "reasoning_tokens")
         if reasoning is not None:
             attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+            if reasoning and out is not None:  # reported beside the output? (xAI)
+                total = getattr(usage, "total_tokens", None)
+                out = semconv.output_with_reasoning(inp, out, reasoning, total)
+    if out is not None:
+        attrs[semconv.USAGE_OUTPUT_TOKENS] = out
     # Reported is what `span_to_record` assumes of counts without an `otelstats.usage.source`:
     # only counted tokens and calls without any are marked (one attribute less per call).
     return attrs

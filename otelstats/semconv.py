@@ -124,3 +124,22 @@ def answered_error(error: object) -> str | None:
         if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
             return str(value)[:64]
     return "error"
+
+
+def output_with_reasoning(
+    input_tokens: int | None, output_tokens: int, reasoning_tokens: int | None, total: object
+) -> int:
+    """The output count with the reasoning inside it: what the GenAI conventions (and OpenAI's
+    usage) mean by output tokens. Some servers report the reasoning beside the output instead:
+    xAI's (docs.x.ai, "reasoning token consumption will be counted separately from
+    completion_tokens, but will be counted in the total_tokens"), and Gemini's when it names its
+    thoughts. The server's own total tells which: only a total of input + output + reasoning
+    moves the reasoning inside; any other usage is taken as it came."""
+    if (
+        reasoning_tokens
+        and input_tokens is not None
+        and type(total) is int
+        and total == input_tokens + output_tokens + reasoning_tokens
+    ):
+        return output_tokens + reasoning_tokens
+    return output_tokens

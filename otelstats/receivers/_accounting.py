@@ -122,16 +122,18 @@ class CallTally:
             return
         prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-        if prompt is not None:
-            self.input_tokens = prompt
-        if completion is not None:
-            self.output_tokens = completion
         details_in = _dict(usage.get("prompt_tokens_details") or usage.get("input_tokens_details"))
         details_out = _dict(
             usage.get("completion_tokens_details") or usage.get("output_tokens_details")
         )
+        reasoning = _int(details_out.get("reasoning_tokens"))
+        if prompt is not None:
+            self.input_tokens = prompt
+        if completion is not None:
+            total = usage.get("total_tokens")
+            self.output_tokens = semconv.output_with_reasoning(prompt, completion, reasoning, total)
         self.cached_tokens = _int(details_in.get("cached_tokens")) or self.cached_tokens
-        self.reasoning_tokens = _int(details_out.get("reasoning_tokens")) or self.reasoning_tokens
+        self.reasoning_tokens = reasoning or self.reasoning_tokens
 
     def _observe_response_object(self, response: Mapping[str, Any]) -> None:
         self._observe_model(response)

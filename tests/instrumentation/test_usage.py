@@ -4,6 +4,7 @@ finish chunk (llama.cpp, with timings), and the setting that turns injection off
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import openai
@@ -12,7 +13,7 @@ import pytest
 from otelstats import semconv
 from otelstats.fake_server import FakeOpenAIServer, Reply
 
-from .conftest import MESSAGES, Otel, make_otel
+from .conftest import MESSAGES, Otel, make_otel, needs_responses
 
 
 def _chunks(client: openai.OpenAI) -> list[object]:
@@ -169,6 +170,42 @@ def test_cached_and_reasoning_tokens_are_breakdowns(
     record = otel.record()
     assert (record.input_tokens, record.cached_input_tokens) == (100, 64)
     assert (record.output_tokens, record.reasoning_tokens) == (9, 5)
+
+
+@needs_responses
+@pytest.mark.parametrize(
+    ("reasoning", "total", "output"),
+    [(94, 135, 103), (5, 41, 9), (94, None, 9)],
+    ids=["beside", "inside", "no-total"],
+)
+def test_responses_reasoning_beside_the_output_is_output(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    client: openai.OpenAI,
+    reasoning: int,
+    total: int | None,
+    output: int,
+) -> None:
+    """The Responses API's names: reasoning reported beside `output_tokens` (xAI: the total is
+    input + output + reasoning) is added to the output once; inside it (OpenAI: the total is
+    input + output), or with no total to tell, the output is as reported."""
+    usage: dict[str, object] = {"input_tokens": 32, "output_tokens": 9,
+             "input_tokens_details": {"cached_tokens": 6},
+             "output_tokens_details": {"reasoning_tokens": reasoning}}  # fmt: skip
+    if total is not None:
+        usage["total_tokens"] = total
+    answer = {"id": "resp_1", "object": "response", "created_at": 1753000000, "model": "grok-4",
+              "status": "completed", "output": [], "usage": usage}  # fmt: skip
+    server.push(Reply(raw_body=json.dumps(answer).encode()))
+    got = client.responses.create(model="grok-4", input="hi").usage
+    assert got is not None
+    assert got.to_dict() == usage
+    record = otel.record()
+    assert (record.input_tokens, record.output_tokens, record.reasoning_tokens) == (
+        32,
+        output,
+        reasoning,
+    )
 
 
 def test_stream_usage_setting_off(server: FakeOpenAIServer, client: openai.OpenAI) -> None:

@@ -459,6 +459,70 @@ def test_non_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
     assert ("llama_cpp.timings.predicted_n" in attrs) is (name == "llama.cpp")
 
 
+GROK = "grok-3-mini"
+REASONING_USAGES = {
+    # xAI (docs.x.ai, consumption and rate limits; its chat reference's example): the reasoning
+    # is counted beside the completion tokens, and the total holds both.
+    "beside": ({"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
+                "prompt_tokens_details": {"text_tokens": 32, "audio_tokens": 0,
+                                          "image_tokens": 0, "cached_tokens": 6},
+                "completion_tokens_details": {"reasoning_tokens": 94, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0,
+                                              "rejected_prediction_tokens": 0},
+                "num_sources_used": 0}, 103),
+    # OpenAI's reasoning models: inside the completion tokens already.
+    "inside": ({**OPENAI_USAGE, "completion_tokens": 103, "total_tokens": 135,
+                "prompt_tokens": 32, "prompt_tokens_details": {"cached_tokens": 6},
+                "completion_tokens_details": {"reasoning_tokens": 94}}, 103),
+    # A total that says neither: taken as it came, never guessed at.
+    "other-total": ({"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 140,
+                     "prompt_tokens_details": {"cached_tokens": 6},
+                     "completion_tokens_details": {"reasoning_tokens": 94}}, 9),
+    "no-total": ({"prompt_tokens": 32, "completion_tokens": 9,
+                  "prompt_tokens_details": {"cached_tokens": 6},
+                  "completion_tokens_details": {"reasoning_tokens": 94}}, 9),
+}  # fmt: skip
+
+
+def reasoning_reply(usage: dict[str, Any], stream: bool) -> Reply:
+    base = head("0b8fd5a2-6c1e-4f77-9d0e-3c5a8e1f2b7d", GROK, system_fingerprint="fp_6ca4a5c5a3")
+    if not stream:
+        choice = {"index": 0, "message": {**ANSWER, "reasoning_content": "Foxes, then."},
+                  "finish_reason": "stop"}  # fmt: skip
+        return body(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "reasoning_content": "Foxes, then."})]
+    events += [*(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
+    return frames(*events, {**base, "choices": [], "usage": usage})
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True], ids=["object", "stream"])
+@pytest.mark.parametrize("name", list(REASONING_USAGES))
+def test_reasoning_reported_beside_the_output_is_output(
+    server: FakeOpenAIServer, name: str, stream: bool, aio: bool
+) -> None:
+    """DESIGN §4: output tokens hold the reasoning. A server that counts it beside them (xAI)
+    says so by its total, and the record adds it once; the user's objects are untouched."""
+    usage, output = REASONING_USAGES[name]
+    options = {"stream_options": {"include_usage": True}} if stream else {}
+    reply = reasoning_reply(usage, stream)
+    plain, seen, record, _ = replay(server, reply, reply, aio, model=GROK, stream=stream, **options)
+    assert seen == plain
+    assert plain[1] is None
+    assert plain[0][-1]["usage"] == usage  # the user's usage, as the server sent it
+    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (
+        32,
+        output,
+        "reported",
+    )
+    assert (record.reasoning_tokens, record.cached_input_tokens) == (94, 6)
+    assert record.total_tokens == 32 + output
+
+
 NGINX_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.24.0 (Ubuntu)</center>\r\n"
