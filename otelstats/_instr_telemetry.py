@@ -200,15 +200,14 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
         if cached is not None:
             attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
     details = getattr(usage, prefix[1], None)
-    if details is not None:
-        reasoning = _count(details, "reasoning_tokens")
-        if reasoning is not None:
-            attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
-            if reasoning and out is not None:  # reported beside the output? (xAI)
-                total = getattr(usage, "total_tokens", None)
-                out = semconv.output_with_reasoning(inp, out, reasoning, total)
+    reasoning = None if details is None else _count(details, "reasoning_tokens")
+    if reasoning != 0 and inp is not None and out is not None:  # left out of the output?
+        total = getattr(usage, "total_tokens", None)
+        out, reasoning = semconv.with_hidden_output(inp, out, reasoning, total)
     if out is not None:
         attrs[semconv.USAGE_OUTPUT_TOKENS] = out
+    if reasoning is not None:
+        attrs[semconv.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     # Reported is what `span_to_record` assumes of counts without an `otelstats.usage.source`:
     # only counted tokens and calls without any are marked (one attribute less per call).
     return attrs

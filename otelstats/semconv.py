@@ -126,20 +126,20 @@ def answered_error(error: object) -> str | None:
     return "error"
 
 
-def output_with_reasoning(
-    input_tokens: int | None, output_tokens: int, reasoning_tokens: int | None, total: object
-) -> int:
-    """The output count with the reasoning inside it: what the GenAI conventions (and OpenAI's
-    usage) mean by output tokens. Some servers report the reasoning beside the output instead:
-    xAI's (docs.x.ai, "reasoning token consumption will be counted separately from
-    completion_tokens, but will be counted in the total_tokens"), and Gemini's when it names its
-    thoughts. The server's own total tells which: only a total of input + output + reasoning
-    moves the reasoning inside; any other usage is taken as it came."""
-    if (
-        reasoning_tokens
-        and input_tokens is not None
-        and type(total) is int
-        and total == input_tokens + output_tokens + reasoning_tokens
-    ):
-        return output_tokens + reasoning_tokens
-    return output_tokens
+def with_hidden_output(
+    input_tokens: int, output_tokens: int, reasoning_tokens: int | None, total: object
+) -> tuple[int, int | None]:
+    """(output, reasoning) tokens with the reasoning inside the output: what the GenAI
+    conventions (and OpenAI's usage) mean by output tokens. Some servers leave it out of their
+    output count, and only their total says so:
+    - xAI reports it beside the output (docs.x.ai: "counted separately from completion_tokens,
+      but ... counted in the total_tokens"): total = input + output + reasoning;
+    - Gemini's OpenAI-compatible endpoint reports no reasoning count at all, and its total holds
+      the model's thoughts: total = input + output + thoughts.
+    Any other usage (OpenAI's: total = input + output) is taken as it came."""
+    if type(total) is not int:
+        return output_tokens, reasoning_tokens
+    hidden = total - input_tokens - output_tokens
+    if hidden <= 0 or (reasoning_tokens is not None and reasoning_tokens != hidden):
+        return output_tokens, reasoning_tokens
+    return output_tokens + hidden, hidden

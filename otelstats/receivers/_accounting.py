@@ -127,11 +127,13 @@ class CallTally:
             usage.get("completion_tokens_details") or usage.get("output_tokens_details")
         )
         reasoning = _int(details_out.get("reasoning_tokens"))
+        if prompt is not None and completion is not None:
+            total = usage.get("total_tokens")
+            completion, reasoning = semconv.with_hidden_output(prompt, completion, reasoning, total)
         if prompt is not None:
             self.input_tokens = prompt
         if completion is not None:
-            total = usage.get("total_tokens")
-            self.output_tokens = semconv.output_with_reasoning(prompt, completion, reasoning, total)
+            self.output_tokens = completion
         self.cached_tokens = _int(details_in.get("cached_tokens")) or self.cached_tokens
         self.reasoning_tokens = reasoning or self.reasoning_tokens
 

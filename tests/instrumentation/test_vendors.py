@@ -459,68 +459,114 @@ def test_non_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
     assert ("llama_cpp.timings.predicted_n" in attrs) is (name == "llama.cpp")
 
 
-GROK = "grok-3-mini"
-REASONING_USAGES = {
-    # xAI (docs.x.ai, consumption and rate limits; its chat reference's example): the reasoning
-    # is counted beside the completion tokens, and the total holds both.
-    "beside": ({"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
-                "prompt_tokens_details": {"text_tokens": 32, "audio_tokens": 0,
-                                          "image_tokens": 0, "cached_tokens": 6},
-                "completion_tokens_details": {"reasoning_tokens": 94, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0,
-                                              "rejected_prediction_tokens": 0},
-                "num_sources_used": 0}, 103),
-    # OpenAI's reasoning models: inside the completion tokens already.
-    "inside": ({**OPENAI_USAGE, "completion_tokens": 103, "total_tokens": 135,
-                "prompt_tokens": 32, "prompt_tokens_details": {"cached_tokens": 6},
-                "completion_tokens_details": {"reasoning_tokens": 94}}, 103),
-    # A total that says neither: taken as it came, never guessed at.
-    "other-total": ({"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 140,
-                     "prompt_tokens_details": {"cached_tokens": 6},
-                     "completion_tokens_details": {"reasoning_tokens": 94}}, 9),
-    "no-total": ({"prompt_tokens": 32, "completion_tokens": 9,
-                  "prompt_tokens_details": {"cached_tokens": 6},
-                  "completion_tokens_details": {"reasoning_tokens": 94}}, 9),
+GROK, GEMINI = "grok-3-mini", "gemini-3-flash-preview"
+XAI_USAGE = {
+    # xAI (docs.x.ai, consumption and rate limits, and its chat reference's example): the
+    # reasoning is counted beside the completion tokens; the total holds both.
+    "prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
+    "prompt_tokens_details": {"text_tokens": 32, "audio_tokens": 0, "image_tokens": 0,
+                              "cached_tokens": 6},
+    "completion_tokens_details": {"reasoning_tokens": 94, "audio_tokens": 0,
+                                  "accepted_prediction_tokens": 0,
+                                  "rejected_prediction_tokens": 0},
+    "num_sources_used": 0,
 }  # fmt: skip
+REASONED = {"prompt_tokens_details": {"cached_tokens": 6},
+            "completion_tokens_details": {"reasoning_tokens": 94}}  # fmt: skip
 
 
-def reasoning_reply(usage: dict[str, Any], stream: bool) -> Reply:
-    base = head("0b8fd5a2-6c1e-4f77-9d0e-3c5a8e1f2b7d", GROK, system_fingerprint="fp_6ca4a5c5a3")
+@dataclass(frozen=True)
+class UsageCase:
+    usage: dict[str, Any]
+    expected: tuple[int, int, int | None, int | None]
+    """(input, output, reasoning, cached) tokens of the record."""
+    model: str = GROK
+    every_chunk: bool = False
+    """Usage on every chunk of a stream (Gemini's), not in a last usage-only chunk."""
+
+
+REASONING_USAGES = {
+    "xai-beside": UsageCase(XAI_USAGE, (32, 103, 94, 6)),
+    # OpenAI's reasoning models: inside the completion tokens already (total = prompt + output).
+    "openai-inside": UsageCase(
+        {"prompt_tokens": 32, "completion_tokens": 103, "total_tokens": 135, **REASONED},
+        (32, 103, 94, 6),
+    ),
+    # Gemini's OpenAI-compatible endpoint (discuss.ai.google.dev, "…/v1beta/openai/chat/
+    # completions is not compliant with API specs", 2026-02): no reasoning count, the thoughts
+    # in the total only, and cumulative usage on every chunk of a stream.
+    "gemini-unreported": UsageCase(
+        {"completion_tokens": 5, "prompt_tokens": 24, "total_tokens": 122},
+        (24, 98, 93, None),
+        GEMINI,
+        every_chunk=True,
+    ),
+    # A total that tells neither: taken as it came.
+    "other-total": UsageCase(
+        {"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 140, **REASONED},
+        (32, 9, 94, 6),
+    ),
+    "zero-reasoning-other-total": UsageCase(
+        {
+            "prompt_tokens": 32,
+            "completion_tokens": 9,
+            "total_tokens": 140,
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+        (32, 9, 0, None),
+    ),
+    "no-total": UsageCase(
+        {"prompt_tokens": 32, "completion_tokens": 9, **REASONED}, (32, 9, 94, 6)
+    ),
+}
+
+
+def reasoning_reply(case: UsageCase, stream: bool) -> Reply:
+    base = head("0b8fd5a2-6c1e-4f77-9d0e-3c5a8e1f2b7d", case.model)
     if not stream:
-        choice = {"index": 0, "message": {**ANSWER, "reasoning_content": "Foxes, then."},
-                  "finish_reason": "stop"}  # fmt: skip
-        return body(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+        choice = {"index": 0, "message": ANSWER, "finish_reason": "stop"}
+        answer = {**base, "object": "chat.completion", "choices": [choice], "usage": case.usage}
+        return body(200, answer)
+    if case.every_chunk:  # counts so far on each chunk, the last one's being the call's
+        done = case.usage["completion_tokens"]
+        events = [
+            {**base, "choices": [{"delta": {"content": t, "role": "assistant"}, "index": 0}],
+             "usage": {**case.usage, "completion_tokens": n,
+                       "total_tokens": case.usage["total_tokens"] - done + n}}
+            for n, t in enumerate(TEXT, 1)
+        ]  # fmt: skip
+        finish = {"delta": {"role": "assistant"}, "finish_reason": "stop", "index": 0}
+        return frames(*events, {**base, "choices": [finish], "usage": case.usage})
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     events = [chunk({"role": "assistant", "reasoning_content": "Foxes, then."})]
     events += [*(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
-    return frames(*events, {**base, "choices": [], "usage": usage})
+    return frames(*events, {**base, "choices": [], "usage": case.usage})
 
 
 @pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("stream", [False, True], ids=["object", "stream"])
 @pytest.mark.parametrize("name", list(REASONING_USAGES))
-def test_reasoning_reported_beside_the_output_is_output(
+def test_reasoning_left_out_of_the_output_is_output(
     server: FakeOpenAIServer, name: str, stream: bool, aio: bool
 ) -> None:
-    """DESIGN §4: output tokens hold the reasoning. A server that counts it beside them (xAI)
-    says so by its total, and the record adds it once; the user's objects are untouched."""
-    usage, output = REASONING_USAGES[name]
+    """DESIGN §4: output tokens hold the reasoning, once. A server that leaves it out of its
+    output count (xAI beside it, Gemini unreported) says so by its total, and the record adds it;
+    the user's objects keep the server's usage as it came."""
+    case = REASONING_USAGES[name]
     options = {"stream_options": {"include_usage": True}} if stream else {}
-    reply = reasoning_reply(usage, stream)
-    plain, seen, record, _ = replay(server, reply, reply, aio, model=GROK, stream=stream, **options)
+    reply = reasoning_reply(case, stream)
+    plain, seen, record, _ = replay(
+        server, reply, reply, aio, model=case.model, stream=stream, **options
+    )
     assert seen == plain
     assert plain[1] is None
-    assert plain[0][-1]["usage"] == usage  # the user's usage, as the server sent it
-    assert (record.input_tokens, record.output_tokens, record.tokens_source) == (
-        32,
-        output,
-        "reported",
-    )
-    assert (record.reasoning_tokens, record.cached_input_tokens) == (94, 6)
-    assert record.total_tokens == 32 + output
+    assert plain[0][-1]["usage"] == case.usage
+    counts = record.input_tokens, record.output_tokens
+    assert (*counts, record.reasoning_tokens, record.cached_input_tokens) == case.expected
+    assert record.tokens_source == "reported"
 
 
 NGINX_502 = (

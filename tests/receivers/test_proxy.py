@@ -442,28 +442,36 @@ def test_reasoning_streamed_before_the_answer_is_output(
     assert row["time_to_first_chunk_s"] < 0.15  # the answer starts 0.2 s after the first thought
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["object", "stream"])
-def test_reasoning_counted_beside_the_output_is_output(
-    upstream: FakeOpenAIServer, start_proxy: Any, stream: bool
-) -> None:
-    """xAI counts reasoning beside the completion tokens (its total holds both): the record's
-    output holds it, as for an instrumented call; what the client gets is the server's usage."""
-    usage = {"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
+REASONING_LEFT_OUT = {
+    # xAI: reasoning beside the completion tokens, the total holding both.
+    "xai": ({"prompt_tokens": 32, "completion_tokens": 9, "total_tokens": 135,
              "prompt_tokens_details": {"cached_tokens": 6},
-             "completion_tokens_details": {"reasoning_tokens": 94}}  # fmt: skip
+             "completion_tokens_details": {"reasoning_tokens": 94}}, (32, 103, 94)),
+    # Gemini's OpenAI-compatible endpoint: no reasoning count, its thoughts in the total only.
+    "gemini": ({"prompt_tokens": 24, "completion_tokens": 5, "total_tokens": 122},
+               (24, 98, 93)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["object", "stream"])
+@pytest.mark.parametrize("server", list(REASONING_LEFT_OUT))
+def test_reasoning_left_out_of_the_output_is_output(
+    upstream: FakeOpenAIServer, start_proxy: Any, server: str, stream: bool
+) -> None:
+    """A server that leaves the reasoning out of its output count says so by its total: the
+    record's output holds it, as for an instrumented call; the client gets the server's usage."""
+    usage, (prompt, output, reasoning) = REASONING_LEFT_OUT[server]
     if stream:
-        events = [_chunk("Yes"), _chunk(None, "stop")]
-        last = {"model": "grok-3-mini", "choices": [], "usage": usage}
-        events.append(f"data: {json.dumps(last)}\n\n".encode())
+        last = {"model": "m", "choices": [], "usage": usage}
+        events = [_chunk("Yes"), _chunk(None, "stop"), f"data: {json.dumps(last)}\n\n".encode()]
         upstream.push(Reply(raw_events=(*events, b"data: [DONE]\n\n")))
     else:
-        message = {"role": "assistant", "content": "Yes"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        answer = {"model": "grok-3-mini", "usage": usage, "choices": [choice]}
+        choice = {"index": 0, "message": {"role": "assistant", "content": "Yes"}}
+        answer = {"model": "m", "usage": usage, "choices": [{**choice, "finish_reason": "stop"}]}
         upstream.push(Reply(raw_body=json.dumps(answer).encode()))
     proxy: RunningProxy = start_proxy(upstream.base_url)
     client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
-    kwargs: dict[str, Any] = {"model": "grok-3-mini", "messages": MESSAGES, "stream": stream}
+    kwargs: dict[str, Any] = {"model": "m", "messages": MESSAGES, "stream": stream}
     if stream:
         kwargs["stream_options"] = {"include_usage": True}
         got = [c.usage for c in client.chat.completions.create(**kwargs)][-1]
@@ -472,12 +480,9 @@ def test_reasoning_counted_beside_the_output_is_output(
     assert got is not None
     assert got.to_dict() == usage
     (row,) = proxy.calls(at_least=1)
-    assert (row["input_tokens"], row["output_tokens"], row["tokens_source"]) == (
-        32,
-        103,
-        "reported",
-    )
-    assert (row["reasoning_tokens"], row["cached_input_tokens"]) == (94, 6)
+    counts = (row["input_tokens"], row["output_tokens"], row["reasoning_tokens"])
+    assert counts == (prompt, output, reasoning)
+    assert row["tokens_source"] == "reported"
 
 
 def test_a_request_with_pictures_up_to_openais_own_limit_goes_through(
