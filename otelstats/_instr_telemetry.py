@@ -175,8 +175,22 @@ def _count(details: Any, name: str) -> int | None:
     return _int(getattr(details, name, None))
 
 
+class _JSONUsage:
+    """A usage the SDK did not parse, read as its models are: the server's JSON object (Moonshot
+    puts a stream's usage in its finish choice, where the SDK has no field for it)."""
+
+    __slots__ = ("__pydantic_extra__",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.__pydantic_extra__ = fields
+
+    def __getattr__(self, name: str) -> Any:
+        return self.__pydantic_extra__.get(name)
+
+
 def usage_attributes(usage: Any) -> dict[str, Any]:
-    """Token counts of a usage object (chat/completions/embeddings or Responses names).
+    """Token counts of a usage object (chat/completions/embeddings or Responses names), or of
+    the JSON object of one.
 
     One object uses one naming, so the other naming is read only when the first is absent: a
     missing attribute on a pydantic model raises inside getattr, which costs microseconds.
@@ -184,6 +198,8 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     if usage is None:
         return attrs
+    if type(usage) is dict:
+        usage = _JSONUsage(usage)
     inp = _int(getattr(usage, "prompt_tokens", None))
     out = _int(getattr(usage, "completion_tokens", None))
     if inp is None and out is None:  # Responses API names
@@ -195,10 +211,13 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     if inp is not None:
         attrs[semconv.USAGE_INPUT_TOKENS] = inp
     details = getattr(usage, prefix[0], None)
-    if details is not None:
-        cached = _count(details, "cached_tokens")
-        if cached is not None:
-            attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
+    cached = None if details is None else _count(details, "cached_tokens")
+    if cached is None:  # named beside the counts (Moonshot, DeepSeek), in the server's JSON
+        extra = getattr(usage, "__pydantic_extra__", None)
+        if extra:
+            cached = _int(semconv.cached_elsewhere(extra))
+    if cached is not None:
+        attrs[semconv.USAGE_CACHE_READ_INPUT_TOKENS] = cached
     details = getattr(usage, prefix[1], None)
     reasoning = None if details is None else _count(details, "reasoning_tokens")
     if reasoning != 0 and inp is not None and out is not None:  # left out of the output?

@@ -207,6 +207,8 @@ class ChatState(StreamState):
                     self.reasons[choice.index] = reason
                     self.finished = True
                     self._timings(item)
+                    if usage is None:
+                        self._choice_usage(choice)
             if usage is not None:
                 self.usage = usage  # the last one wins: continuous usage is cumulative
             elif self.hide_usage:
@@ -219,6 +221,15 @@ class ChatState(StreamState):
         if self.hide_usage:  # a chunk without choices, not the usage chunk (Azure's first)
             _unset_usage(item)
         return False
+
+    def _choice_usage(self, choice: Any) -> None:
+        """Moonshot's usage: in the finish choice of a stream, not in the chunk (read as the
+        chunk's would be, unless the stream has one of those)."""
+        extra = getattr(choice, "__pydantic_extra__", None)
+        if extra and self.usage is None:
+            found = extra.get("usage")
+            if type(found) is dict and found:
+                self.usage = found
 
     def _timings(self, item: Any) -> None:
         """llama.cpp's `timings`: on the finish chunk, or on the usage-only chunk when usage

@@ -143,3 +143,17 @@ def with_hidden_output(
     if hidden <= 0 or (reasoning_tokens is not None and reasoning_tokens != hidden):
         return output_tokens, reasoning_tokens
     return output_tokens + hidden, hidden
+
+
+CACHED_ELSEWHERE: Final = ("cached_tokens", "prompt_cache_hit_tokens")
+"""Where servers name the prompt's cached tokens in the usage itself, instead of OpenAI's
+`prompt_tokens_details.cached_tokens`: Moonshot's `cached_tokens`, DeepSeek's
+`prompt_cache_hit_tokens` (both a part of the prompt tokens)."""
+
+
+def cached_elsewhere(usage: Mapping[str, object]) -> object:
+    """The cached prompt tokens a usage's JSON names beside its counts (`CACHED_ELSEWHERE`)."""
+    for name in CACHED_ELSEWHERE:
+        if name in usage:
+            return usage[name]
+    return None

@@ -96,9 +96,12 @@ class CallTally:
             return
         self._observe_model(event)
         self._observe_usage(_dict(event.get("usage")))
+        top_usage = bool(event.get("usage"))
         for raw in event.get("choices") or ():
             choice = _dict(raw)
             self._observe_finish(choice.get("finish_reason"))
+            if not top_usage and "usage" in choice:  # Moonshot: in the stream's finish choice
+                self._observe_usage(_dict(choice["usage"]))
             delta = _dict(choice.get("delta"))
             if choice.get("text") or any(delta.get(key) for key in semconv.DELTA_OUTPUT):
                 self._content_chunk(now_ns)
@@ -134,7 +137,10 @@ class CallTally:
             self.input_tokens = prompt
         if completion is not None:
             self.output_tokens = completion
-        self.cached_tokens = _int(details_in.get("cached_tokens")) or self.cached_tokens
+        cached = _int(details_in.get("cached_tokens"))
+        if cached is None:  # named beside the counts (Moonshot, DeepSeek)
+            cached = _int(semconv.cached_elsewhere(usage))
+        self.cached_tokens = cached or self.cached_tokens
         self.reasoning_tokens = reasoning or self.reasoning_tokens
 
     def _observe_response_object(self, response: Mapping[str, Any]) -> None:

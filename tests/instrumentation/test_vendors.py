@@ -169,6 +169,25 @@ def vllm_stream(include_usage: bool, continuous: bool = False) -> Reply:
     return frames(*events)
 
 
+MOONSHOT = "moonshot-v1-8k"
+MOONSHOT_USAGE = {**USAGE, "cached_tokens": 16}
+
+
+def moonshot_stream(include_usage: bool) -> Reply:
+    """Moonshot (platform.moonshot.ai docs, streaming; its users' reports, earendil-works/pi#2017):
+    the usage rides in the finish chunk's choice, whatever was asked, with its context cache's
+    `cached_tokens` beside the counts."""
+    base = head("cmpl-1305b94c570f447fbde3180560736287", MOONSHOT)
+
+    def chunk(delta: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, **more}]}
+
+    events = [chunk({"role": "assistant", "content": ""}, finish_reason=None)]
+    events += [chunk({"content": t}, finish_reason=None) for t in TEXT]
+    events.append(chunk({}, finish_reason="stop", usage=MOONSHOT_USAGE))
+    return frames(*events)
+
+
 AZURE = "gpt-4o-2024-08-06"
 SAFE = {
     kind: {"filtered": False, "severity": "safe"}
@@ -228,6 +247,7 @@ STREAMS = {
         lambda _: ollama_stream(False), OLLAMA, tokens=(None, 4, "counted")
     ),
     "vllm": StreamCase(vllm_stream, VLLM),
+    "moonshot": StreamCase(moonshot_stream, MOONSHOT),
     "vllm-continuous": StreamCase(
         lambda usage: vllm_stream(usage, continuous=True),
         VLLM,
@@ -457,6 +477,33 @@ def test_non_stream(server: FakeOpenAIServer, name: str, aio: bool) -> None:
     assert record.finish_reasons == ("stop",)
     attrs = otel.finished()[0].attributes or {}
     assert ("llama_cpp.timings.predicted_n" in attrs) is (name == "llama.cpp")
+
+
+# DeepSeek (api-docs.deepseek.com, context caching): the cache hits beside the counts, in
+# answers without OpenAI's `prompt_tokens_details`.
+DEEPSEEK_USAGE = {**USAGE, "prompt_cache_hit_tokens": 16, "prompt_cache_miss_tokens": 8}
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("server_name", ["deepseek", "moonshot"])
+def test_cached_tokens_named_beside_the_counts_are_kept(
+    server: FakeOpenAIServer, server_name: str, aio: bool
+) -> None:
+    """Cached prompt tokens that a server names in the usage itself (DeepSeek's
+    `prompt_cache_hit_tokens`, Moonshot's `cached_tokens`) are kept as the cached breakdown."""
+    if server_name == "deepseek":
+        answer = {**NON_STREAMS["ollama"][1], "model": "deepseek-chat", "usage": DEEPSEEK_USAGE}
+        reply, kwargs = body(200, answer), {"model": "deepseek-chat"}
+    else:
+        reply, kwargs = moonshot_stream(True), {"model": MOONSHOT, "stream": True}
+    plain, seen, record, _ = replay(server, reply, reply, aio, **kwargs)
+    assert seen == plain
+    assert (record.input_tokens, record.output_tokens, record.cached_input_tokens) == (
+        PROMPT,
+        COMPLETION,
+        16,
+    )
+    assert record.tokens_source == "reported"
 
 
 GROK, GEMINI = "grok-3-mini", "gemini-3-flash-preview"

@@ -485,6 +485,41 @@ def test_reasoning_left_out_of_the_output_is_output(
     assert row["tokens_source"] == "reported"
 
 
+@pytest.mark.parametrize("server", ["moonshot", "deepseek"])
+def test_usage_where_moonshot_and_deepseek_put_it(
+    upstream: FakeOpenAIServer, start_proxy: Any, server: str
+) -> None:
+    """Moonshot streams its usage in the finish choice, with `cached_tokens` beside the counts;
+    DeepSeek names its cache hits `prompt_cache_hit_tokens`: the record reads both."""
+    if server == "moonshot":
+        usage = {
+            "prompt_tokens": 24,
+            "completion_tokens": 5,
+            "total_tokens": 29,
+            "cached_tokens": 16,
+        }
+        finish = {"index": 0, "delta": {}, "finish_reason": "stop", "usage": usage}
+        last = f"data: {json.dumps({'model': 'moonshot-v1-8k', 'choices': [finish]})}\n\n"
+        events = (_chunk("Yes"), last.encode(), b"data: [DONE]\n\n")
+        upstream.push(Reply(raw_events=events))
+    else:
+        usage = {"prompt_tokens": 24, "completion_tokens": 5, "total_tokens": 29,
+                 "prompt_cache_hit_tokens": 16, "prompt_cache_miss_tokens": 8}  # fmt: skip
+        choice = {"index": 0, "message": {"role": "assistant", "content": "Yes"}}
+        answer = {"model": "deepseek-chat", "usage": usage, "choices": [choice]}
+        upstream.push(Reply(raw_body=json.dumps(answer).encode()))
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    stream = server == "moonshot"
+    result = client.chat.completions.create(model="m", messages=MESSAGES, stream=stream)
+    if stream:
+        list(result)
+    (row,) = proxy.calls(at_least=1)
+    counts = (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"])
+    assert counts == (24, 5, 16)
+    assert row["tokens_source"] == "reported"
+
+
 def test_a_request_with_pictures_up_to_openais_own_limit_goes_through(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
