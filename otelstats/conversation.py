@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -86,6 +87,27 @@ def _stand_in(text: str) -> str:
     return found
 
 
+_INSTRUCTING = frozenset({"system", "developer"})
+_CLOCK = re.compile(
+    r"(?<!\d)\d{1,2}:\d\d(?::\d\d(?:[.,]\d+)?)?(?!\d)(?:\s?(?:[AaPp][Mm](?![A-Za-z])|[ap]\.m\.))?"
+)
+_CLOCK_STAND_IN = "\x1a:"
+
+
+def _steady(text: str) -> str:
+    """An instruction's text with its times of day (`15:04`, `03:04:20 PM`, `T15:04:20.123`) as one
+    stand-in: chat clients and agents put the current time in the system prompt and rewrite it
+    every turn (Open WebUI's `{{CURRENT_DATETIME}}`, many agents' "Current date and time"), which
+    would make each turn a conversation of its own. Dates stay: a conversation over midnight is
+    two. The common case, no digit before a colon, costs a few C-level scans."""
+    at = text.find(":")
+    while at >= 0:
+        if at and text[at - 1].isdigit() and text[at + 1 : at + 3].isdigit():
+            return _CLOCK.sub(_CLOCK_STAND_IN, text)
+        at = text.find(":", at + 1)
+    return text
+
+
 def _plain(message: Any) -> Any:
     if type(message) is dict:  # the common case, without an ABC isinstance check
         return message
@@ -120,6 +142,8 @@ def _canonical(opening: list[Any]) -> str:
     parts: list[str] = []
     for message in opening:
         if isinstance(message, Mapping):
+            role = message.get("role")
+            instructing = type(role) is str and role in _INSTRUCTING
             for key in _KEYS:
                 value = message.get(key)
                 if value is None:
@@ -129,6 +153,8 @@ def _canonical(opening: list[Any]) -> str:
                     value = json.dumps(short, sort_keys=True, default=str, ensure_ascii=False)
                 elif len(value) > _LONG_TEXT:
                     value = _stand_in(value)
+                if instructing and key == "content":
+                    value = _steady(value)
                 parts.append(f"{key}\x1f{value}")
         else:
             parts.append(f"\x1d{message}")
@@ -155,6 +181,8 @@ def _plain_canonical(messages: Any) -> str | None:
             message.get("type") is not None or message.get("name") is not None
         ):
             return None
+        if role in _INSTRUCTING:
+            content = _steady(content)
         parts.append(f"role\x1f{role}content\x1f{content}\x1e")
         if role == "user":
             break

@@ -205,6 +205,42 @@ def test_a_picture_conversation_groups_by_its_picture(otel: Otel, client: openai
     assert all(len(str(v)) < 200 for v in otel.finished()[0].attributes.values())
 
 
+def test_a_clock_in_the_system_prompt_keeps_one_conversation(
+    otel: Otel, client: openai.OpenAI
+) -> None:
+    """Open WebUI's `{{CURRENT_DATETIME}}` and many agents rewrite the current time into the
+    system prompt every turn: the turns stay one conversation. Another opening question, or
+    another instruction (digits and dates included), is another conversation."""
+
+    def turns(now: str, question: str = "Plan my day.", persona: str = "1") -> list[Any]:
+        system = f"You are assistant {persona}. Current date and time: {now}. Be brief."
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+    chat = turns("2026-12-06 09:15:02")
+    second = [*turns("2026-12-06 09:16:40"), {"role": "assistant", "content": "Sure."},
+              {"role": "user", "content": "And lunch?"}]  # fmt: skip
+    third = [*turns("2026-12-06 12:01:09"), *second[2:], {"role": "assistant", "content": "Noon."},
+             {"role": "user", "content": "Thanks."}]  # fmt: skip
+    for messages in (chat, second, third):
+        client.chat.completions.create(model="m", messages=messages)
+    others = (
+        turns("2026-12-06 09:17:00", question="Plan my week."),
+        turns("2026-12-06 09:17:00", persona="2"),
+        turns("2026-12-07 09:15:02"),  # another day's opening
+        [{"role": "user", "content": "Meet at 09:15?"}],
+        [{"role": "user", "content": "Meet at 09:16?"}],  # the user's own words are exact
+    )
+    for messages in others:
+        client.chat.completions.create(model="m", messages=messages)
+    ids = [r.conversation_id for r in otel.records()]
+    assert ids[0] is not None
+    assert ids[0].startswith("fp-")
+    assert ids[1] == ids[0]
+    assert ids[2] == ids[0]
+    assert len(set(ids[3:])) == len(others)
+    assert ids[0] not in ids[3:]
+
+
 def test_conversation_ids_set_by_the_app(otel: Otel, client: openai.OpenAI) -> None:
     """An id on the app's current span or in its baggage wins over the fingerprint; with no
     span current the fingerprint is used again."""

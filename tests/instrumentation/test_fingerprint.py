@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 
 conversation = importlib.import_module("otelstats.conversation")  # the package exports a function
 
-TEXT = st.text(alphabet=st.sampled_from(["a", "é", "\x00", "\ud800", "\x1f", " "]))
-VALUE = st.one_of(st.none(), TEXT, st.sampled_from(["user", "system", "assistant"]), st.integers())
+TEXT = st.text(alphabet=st.sampled_from(["a", "é", "\x00", "\ud800", "\x1f", " ", "1", ":"]))
+VALUE = st.one_of(
+    st.none(),
+    TEXT,
+    st.sampled_from(["user", "system", "developer", "assistant", "It is 09:15:02 PM."]),
+    st.integers(),
+)
 MESSAGE = st.one_of(
     st.fixed_dictionaries({"role": VALUE, "content": VALUE}),
     st.fixed_dictionaries(
@@ -118,3 +123,31 @@ def test_openings_without_a_long_string_keep_their_ids() -> None:
         assert longest in text
         digest = hashlib.blake2b(text.encode(), key=salt, digest_size=16).hexdigest()
         assert conversation.fingerprint(messages, salt) == conversation.FINGERPRINT_PREFIX + digest
+
+
+@pytest.mark.parametrize(
+    ("text", "steady"),
+    [
+        ("Be terse.", "Be terse."),
+        ("Now: 2026-12-06 09:15:02.", "Now: 2026-12-06 \x1a:."),
+        ("Tuesday, June 9, 2026, 03:04:20 PM +03:00", "Tuesday, June 9, 2026, \x1a: +\x1a:"),
+        ("at 2026-12-06T09:15:02.123456Z", "at 2026-12-06T\x1a:Z"),
+        (":x 9:05 a.m. or 11:05pm", ":x \x1a: or \x1a:"),
+        ("ratio 16:9, port :8080, v1.2:3, 123:45", "ratio 16:9, port :8080, v1.2:3, 123:45"),
+    ],
+)
+def test_the_clock_in_an_instruction_is_one_stand_in(text: str, steady: str) -> None:
+    """Times of day (with seconds, fractions, AM/PM) become one stand-in; anything else with
+    digits and colons stays as it is."""
+    assert conversation._steady(text) == steady
+    salt = b"k" * 32
+    for role in ("system", "developer"):
+        opening = [{"role": role, "content": text}, {"role": "user", "content": text}]
+        expected = f"role\x1f{role}content\x1f{steady}\x1erole\x1fusercontent\x1f{text}\x1e"
+        assert conversation._plain_canonical(opening) == expected
+        parts = [{"role": role, "content": [{"type": "text", "text": text}]}, opening[1]]
+        general = conversation._canonical(conversation.opening_messages(parts) or [])
+        assert steady in general  # a list of parts: the same, in its JSON
+    assert conversation.fingerprint([{"role": "system", "content": "At 09:15."}], salt) == (
+        conversation.fingerprint([{"role": "system", "content": "At 21:40."}], salt)
+    )
