@@ -92,9 +92,15 @@ class StreamState:
         if not self.hide_usage:
             return False
         try:
-            return not item.choices and item.usage is not None
+            return item.usage is not None and self._asked_usage(item.choices)
         except Exception:
             return False
+
+    def _asked_usage(self, choices: Any) -> bool:
+        """Whether a chunk with usage is the usage chunk asked for: its choices empty, as OpenAI
+        sends it, or (LiteLLM's proxy, MLX servers) choices that carry nothing, after the
+        answer has finished."""
+        return not choices or (self.finished and not any(map(_carries_output, choices)))
 
     def _content(self) -> None:
         now = perf_counter()
@@ -188,6 +194,9 @@ class ChatState(StreamState):
         choices = item.choices
         usage = item.usage
         if choices:
+            if usage is not None and self.hide_usage and self._asked_usage(choices):
+                self.usage = usage  # the asked usage, sent with empty choices: hidden
+                return True
             texts = self.texts
             for choice in choices:
                 delta = choice.delta
@@ -245,6 +254,14 @@ def _unset_usage(item: Any) -> None:
     fields = item.__pydantic_fields_set__
     if "usage" in fields:
         fields.discard("usage")
+
+
+def _carries_output(choice: Any) -> bool:
+    """A chat chunk's choice brings output, or the end of the answer (a finish reason)."""
+    if getattr(choice, "finish_reason", None):
+        return True
+    delta = getattr(choice, "delta", None)
+    return delta is not None and bool(delta.content or delta.tool_calls or _other_output(delta))
 
 
 def _other_output(delta: Any) -> bool:

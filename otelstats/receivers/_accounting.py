@@ -27,6 +27,18 @@ def _dict(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _generated(choice: Mapping[str, Any]) -> bool:
+    """A stream choice (JSON) brings generated output: text, or any output field of its delta."""
+    delta = _dict(choice.get("delta"))
+    return bool(choice.get("text")) or any(delta.get(key) for key in semconv.DELTA_OUTPUT)
+
+
+def carries_output(choice: Any) -> bool:
+    """A stream choice (JSON) brings output or the end of the answer (a finish reason)."""
+    choice = _dict(choice)
+    return bool(choice.get("finish_reason")) or _generated(choice)
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -102,8 +114,7 @@ class CallTally:
             self._observe_finish(choice.get("finish_reason"))
             if not top_usage and "usage" in choice:  # Moonshot: in the stream's finish choice
                 self._observe_usage(_dict(choice["usage"]))
-            delta = _dict(choice.get("delta"))
-            if choice.get("text") or any(delta.get(key) for key in semconv.DELTA_OUTPUT):
+            if _generated(choice):
                 self._content_chunk(now_ns)
 
     def _content_chunk(self, now_ns: int) -> None:

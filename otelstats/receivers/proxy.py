@@ -36,7 +36,7 @@ from ..config import SDK_DISABLED_WARNING, sdk_disabled
 from ..conversation import ResponseChains
 from ..conversation import from_request as conversation_from_request
 from ..usage_request import may_refuse_usage, sends_usage_unasked, with_usage
-from ._accounting import OPERATIONS, CallTally, SSESplitter, parse_event
+from ._accounting import OPERATIONS, CallTally, SSESplitter, carries_output, parse_event
 from ._upstream import (
     CONVERSATION_HEADER,
     Upstream,
@@ -190,8 +190,9 @@ class _Call:
                         if text is not None and text.strip() == "[DONE]":
                             tally.finished = True
                         if parsed is not None:
+                            answered = bool(tally.finish_reasons)  # before this event
                             tally.observe_event(parsed, time.time_ns())
-                            if hide_usage_chunk and _usage_only(parsed):
+                            if hide_usage_chunk and _asked_usage(parsed, answered):
                                 continue
                     yield event
             rest = splitter.rest()
@@ -212,8 +213,16 @@ class _Call:
             self.finish(error_type)
 
 
-def _usage_only(event: Any) -> bool:
-    return isinstance(event, dict) and event.get("choices") == [] and bool(event.get("usage"))
+def _asked_usage(event: Any, answered: bool) -> bool:
+    """Whether an event is the usage chunk the proxy asked for: usage with empty `choices`, as
+    OpenAI sends it, or (LiteLLM's proxy, MLX servers) with choices that carry nothing, once the
+    answer has finished."""
+    if not isinstance(event, dict) or not event.get("usage"):
+        return False
+    choices = event.get("choices")
+    if choices == []:
+        return True
+    return answered and isinstance(choices, list) and not any(map(carries_output, choices))
 
 
 def create_proxy_app(

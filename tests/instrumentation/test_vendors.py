@@ -188,6 +188,30 @@ def moonshot_stream(include_usage: bool) -> Reply:
     return frames(*events)
 
 
+def empty_choice_usage_stream(include_usage: bool, choice: dict[str, Any]) -> Reply:
+    """A usage chunk whose `choices` is not the spec's `[]` but one choice that carries nothing,
+    after the finish chunk: LiteLLM's proxy (its synthetic usage chunk, BerriAI/litellm#28735,
+    #8450) and MLX servers (ARahim3/mlx-dspark#37)."""
+    base = head("chatcmpl-8c1f0b2e", GPT)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [*(chunk({"content": t}) for t in TEXT), chunk({}, "stop")]
+    if include_usage:
+        events.append({**base, "choices": [choice], "usage": USAGE})
+    return frames(*events)
+
+
+LITELLM_USAGE_CHOICE = {
+    "finish_reason": None,
+    "index": 0,
+    "delta": {"content": None, "role": None, "function_call": None, "tool_calls": None},
+    "logprobs": None,
+}
+
+
 AZURE = "gpt-4o-2024-08-06"
 SAFE = {
     kind: {"filtered": False, "severity": "safe"}
@@ -248,6 +272,12 @@ STREAMS = {
     ),
     "vllm": StreamCase(vllm_stream, VLLM),
     "moonshot": StreamCase(moonshot_stream, MOONSHOT),
+    "litellm-proxy": StreamCase(
+        lambda usage: empty_choice_usage_stream(usage, LITELLM_USAGE_CHOICE), GPT
+    ),
+    "mlx": StreamCase(
+        lambda usage: empty_choice_usage_stream(usage, {"index": 0, "delta": {}}), GPT
+    ),
     "vllm-continuous": StreamCase(
         lambda usage: vllm_stream(usage, continuous=True),
         VLLM,

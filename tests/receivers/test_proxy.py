@@ -629,6 +629,33 @@ def test_usage_is_asked_for_only_where_the_client_left_it_open(
     assert row["tokens_source"] == ("reported" if asked else "counted")
 
 
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"finish_reason": None, "index": 0, "delta": {"content": None, "role": None}},
+        {"index": 0, "delta": {}},
+    ],
+    ids=["litellm-proxy", "mlx"],
+)
+def test_the_asked_usage_chunk_with_a_choice_that_carries_nothing_is_hidden(
+    upstream: FakeOpenAIServer, start_proxy: Any, choice: dict[str, Any]
+) -> None:
+    """LiteLLM's proxy and MLX servers send the usage chunk with one empty choice instead of
+    `choices: []`: after the answer's finish it is the chunk the proxy asked for, hidden from a
+    client that did not ask."""
+    usage = {"prompt_tokens": 24, "completion_tokens": 5, "total_tokens": 29}
+    last = f"data: {json.dumps({'model': 'm', 'choices': [choice], 'usage': usage})}\n\n"
+    events = (_chunk("Yes"), _chunk(None, "stop"), last.encode(), b"data: [DONE]\n\n")
+    upstream.push(Reply(raw_events=events))
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert [(c.choices[0].delta.content, c.usage) for c in chunks] == [("Yes", None), (None, None)]
+    assert upstream.requests[0].body["stream_options"] == {"include_usage": True}
+    (row,) = proxy.calls(at_least=1)
+    assert (row["input_tokens"], row["output_tokens"], row["tokens_source"]) == (24, 5, "reported")
+
+
 def test_a_refusal_of_the_added_usage_option_is_told_from_the_clients_own_error(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
