@@ -58,9 +58,8 @@ EMBEDDINGS = Endpoint(semconv.OPERATION_EMBEDDINGS, None)
 RESPONSES = Endpoint(semconv.OPERATION_CHAT, ResponsesState, remember=True)
 
 
-def _server(telemetry: Telemetry, instance: Any) -> Server:
-    """The client's `Server`, parsed once per base URL object."""
-    client = getattr(instance, "_client", None)
+def _server(telemetry: Telemetry, client: Any) -> Server:
+    """The SDK client's `Server`, parsed once per base URL object."""
     # The attribute behind the SDK's `base_url` property, when it has one: the property imports
     # a module on every read (~0.9 µs a call in openai 3.x).
     url = getattr(client, "__dict__", {}).get("_base_url")
@@ -129,21 +128,35 @@ def _asking_usage(kwargs: Any) -> dict[str, Any] | None:
 class Prepared:
     """A call about to run: its Call and the kwargs to send (maybe with usage requested)."""
 
-    __slots__ = ("base_url", "call", "hide_usage", "kwargs", "raw", "stream")
+    __slots__ = ("base_url", "call", "endpoint", "hide_usage", "kwargs", "raw", "stream")
 
-    def __init__(self, telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any):
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        endpoint: Endpoint,
+        client: Any,
+        kwargs: Any,
+        request: Any = None,
+    ) -> None:
+        """`kwargs`: the wrapped method's; `request`: the request they make, in the names of a
+        create method's arguments, when they are not those (`posted`)."""
+        self.endpoint = endpoint
+        self.kwargs = kwargs
+        self.hide_usage = False
+        if request is None:
+            request = kwargs
         options = telemetry.options
-        model = kwargs.get("model")
+        model = request.get("model")
         if type(model) is not str:
             model = _model(model)
-        host, port, self.base_url, provider = _server(telemetry, instance)
-        headers = kwargs.get("extra_headers")
+        host, port, self.base_url, provider = _server(telemetry, client)
+        headers = request.get("extra_headers")
         self.raw = (  # `is not None` first: an ABC check costs more than the rest of this line
             headers is not None
             and isinstance(headers, Mapping)
             and bool(headers.get(RAW_RESPONSE_HEADER))
         )
-        stream = kwargs.get("stream")
+        stream = request.get("stream")
         # The SDK streams on any true value (`stream or False`); its NOT_GIVEN / omit are false.
         self.stream = stream is True or (
             stream is not None and stream is not False and bool(stream)
@@ -160,24 +173,25 @@ class Prepared:
             attrs[semconv.SERVER_ADDRESS] = host
         if port is not None:
             attrs[semconv.SERVER_PORT] = port
-        n = kwargs.get("n")
+        n = request.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n != 1:
             attrs[semconv.REQUEST_CHOICE_COUNT] = n
         context = get_current()
         current = get_current_span(context)
         if endpoint is not EMBEDDINGS:
             chains = telemetry.response_chains if endpoint.remember else None
-            conv = resolve_conversation(kwargs, options.conversation_salt, chains, current, context)
+            conv = resolve_conversation(
+                request, options.conversation_salt, chains, current, context
+            )
             if conv:
                 attrs[semconv.CONVERSATION_ID] = conv
         if options.capture_content:
-            messages = kwargs.get("messages", kwargs.get("input", kwargs.get("prompt")))
+            messages = request.get("messages", request.get("input", request.get("prompt")))
             if isinstance(messages, (list, tuple, str)):
                 attrs[semconv.INPUT_MESSAGES] = captured(messages)
-        self.kwargs = kwargs
-        self.hide_usage = False
         if (
-            endpoint.injects_usage
+            request is kwargs  # a create method's: the request is sent as its arguments say
+            and endpoint.injects_usage
             and self.stream
             and not self.raw
             and options.stream_usage
@@ -339,11 +353,58 @@ def wrap_result(telemetry: Telemetry, endpoint: Endpoint, prepared: Prepared, re
     return result
 
 
-def _prepare(telemetry: Telemetry, endpoint: Endpoint, instance: Any, kwargs: Any) -> Any:
+Describe = Callable[[Any, Any, Any], "Prepared | None"]
+"""What a wrapped method's call is: (instance, args, kwargs) -> the call prepared, or None when
+it is no call of ours (`resource_call`, `posted`)."""
+
+
+def resource_call(telemetry: Telemetry, endpoint: Endpoint) -> Describe:
+    """A create / parse method of an SDK resource: every call is one of `endpoint`."""
+
+    def describe(instance: Any, args: Any, kwargs: Any) -> Prepared:
+        return Prepared(telemetry, endpoint, getattr(instance, "_client", None), kwargs)
+
+    return describe
+
+
+_POSTED = (
+    ("/chat/completions", CHAT),
+    ("/completions", TEXT_COMPLETION),
+    ("/embeddings", EMBEDDINGS),
+    ("/responses", RESPONSES),
+)
+
+
+def posted(telemetry: Telemetry) -> Describe:
+    """The SDK client's own `post`, called without a create method, as LiteLLM calls it
+    (`client.post("/chat/completions", body=..., options=..., stream=...)`): a call when its
+    path is one of the instrumented APIs. Its body is the caller's, sent as it is (no usage is
+    asked for); a call made through a create method is that method's (`_ACTIVE`)."""
+
+    def describe(instance: Any, args: Any, kwargs: Any) -> Prepared | None:
+        path = args[0] if args else kwargs.get("path")
+        body = kwargs.get("body")
+        if type(path) is not str or not isinstance(body, Mapping):
+            return None
+        path = path.partition("?")[0].rstrip("/")
+        endpoint = next((e for suffix, e in _POSTED if path.endswith(suffix)), None)
+        if endpoint is None:
+            return None
+        options = kwargs.get("options")
+        headers = options.get("headers") if isinstance(options, Mapping) else None
+        request = {**body, "stream": kwargs.get("stream", False), "extra_headers": headers}
+        return Prepared(telemetry, endpoint, instance, kwargs, request)
+
+    return describe
+
+
+def _prepare(
+    telemetry: Telemetry, describe: Describe, instance: Any, args: Any, kwargs: Any
+) -> Any:
     if _ACTIVE.get() is not None:
         return None
     try:
-        return Prepared(telemetry, endpoint, instance, kwargs)
+        return describe(instance, args, kwargs)
     except Exception:
         telemetry.internal_error("starting a call")
         return None
@@ -357,9 +418,9 @@ def _failed(telemetry: Telemetry, prepared: Prepared, exc: BaseException) -> Non
         telemetry.internal_error("recording an error")
 
 
-def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]:
+def sync_wrapper(telemetry: Telemetry, describe: Describe) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        prepared = _prepare(telemetry, endpoint, instance, kwargs)
+        prepared = _prepare(telemetry, describe, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
         token = _ACTIVE.set(prepared.call)
@@ -380,14 +441,14 @@ def sync_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]
             raise
         finally:
             _ACTIVE.reset(token)
-        return wrap_result(telemetry, endpoint, prepared, result)
+        return wrap_result(telemetry, prepared.endpoint, prepared, result)
 
     return wrapper
 
 
-def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any]:
+def async_wrapper(telemetry: Telemetry, describe: Describe) -> Callable[..., Any]:
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        prepared = _prepare(telemetry, endpoint, instance, kwargs)
+        prepared = _prepare(telemetry, describe, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
         token = _ACTIVE.set(prepared.call)
@@ -407,6 +468,6 @@ def async_wrapper(telemetry: Telemetry, endpoint: Endpoint) -> Callable[..., Any
             raise
         finally:
             _ACTIVE.reset(token)
-        return wrap_result(telemetry, endpoint, prepared, result)
+        return wrap_result(telemetry, prepared.endpoint, prepared, result)
 
     return wrapper

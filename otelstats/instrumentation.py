@@ -29,9 +29,12 @@ from ._instr_calls import (
     EMBEDDINGS,
     RESPONSES,
     TEXT_COMPLETION,
+    Describe,
     Endpoint,
     active_call,
     async_wrapper,
+    posted,
+    resource_call,
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
@@ -45,8 +48,9 @@ _INSTRUMENTS = ("openai >= 1.26",)
 `instrument()` logs the conflict and leaves the SDK as it is."""
 _SCOPE = semconv.OTELSTATS_SCOPE
 
-# (candidate modules across SDK versions 1.x-3.x, class, method, endpoint, is_async)
-_TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint, bool], ...] = (
+# (candidate modules across SDK versions 1.x-3.x, class, method, endpoint, is_async); endpoint
+# None: the client's own `post`, a call when its path is an instrumented API's (`posted`).
+_TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint | None, bool], ...] = (
     (("openai.resources.chat.completions.completions", "openai.resources.chat.completions"),
      "Completions", "create", CHAT, False),
     (("openai.resources.chat.completions.completions", "openai.resources.chat.completions"),
@@ -65,6 +69,8 @@ _TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint, bool], ...] = (
      "AsyncResponses", "create", RESPONSES, True),
     (("openai.resources.responses.responses",), "Responses", "parse", RESPONSES, False),
     (("openai.resources.responses.responses",), "AsyncResponses", "parse", RESPONSES, True),
+    (("openai._base_client",), "SyncAPIClient", "post", None, False),
+    (("openai._base_client",), "AsyncAPIClient", "post", None, True),
 )  # fmt: skip
 
 
@@ -156,18 +162,21 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _wrap_module(self, module: Any) -> None:
         telemetry = self.telemetry
         assert telemetry is not None
-        for modules, cls, method, endpoint, is_async in _TARGETS:
+        for modules, cls, name, endpoint, is_async in _TARGETS:
             if module.__name__ not in modules:
                 continue
             owner = getattr(module, cls, None)
-            if owner is None or not callable(getattr(owner, method, None)):
+            if owner is None or not callable(getattr(owner, name, None)):
                 continue
             # A package re-exports its submodule's class: the same class is wrapped once.
-            if any(o is owner and m == method for o, m in self._wrapped):
+            if any(o is owner and m == name for o, m in self._wrapped):
                 continue
             factory = async_wrapper if is_async else sync_wrapper
-            wrap_function_wrapper(owner, method, factory(telemetry, endpoint))
-            self._wrapped.append((owner, method))
+            describe: Describe = (
+                posted(telemetry) if endpoint is None else resource_call(telemetry, endpoint)
+            )
+            wrap_function_wrapper(owner, name, factory(telemetry, describe))
+            self._wrapped.append((owner, name))
 
     def _mark_duplicates(self, tracer_provider: Any) -> None:
         """With an SDK provider, mark other tools' spans of our calls (see `_coexist`)."""
