@@ -252,7 +252,7 @@ class ResponseChains:
 def from_request(body: Mapping[str, Any], salt: bytes, chains: ResponseChains | None) -> str | None:
     """The conversation id a request's own arguments (or JSON body) give: the Responses API's
     `conversation`, or its `previous_response_id` chain, else the fingerprint of the opening
-    messages."""
+    messages (a Responses call's `instructions` first)."""
     conv = body.get("conversation")
     if conv is not None:  # chat calls: no ABC checks on what is absent
         if isinstance(conv, str) and conv:
@@ -266,8 +266,21 @@ def from_request(body: Mapping[str, Any], salt: bytes, chains: ResponseChains | 
         return first if first is not None else previous
     messages = body.get("messages")
     if messages is None:
-        messages = body.get("input")
+        messages = _with_instructions(body.get("input"), body.get("instructions"))
     return fingerprint(messages, salt)
+
+
+def _with_instructions(items: Any, instructions: Any) -> Any:
+    """The Responses API's opening: its `instructions` (the system message a chat call would
+    send) before the `input`, so that two agents' conversations that open alike stay apart."""
+    if type(instructions) is not str or not instructions:
+        return items
+    system = {"role": "system", "content": instructions}
+    if isinstance(items, str):
+        return [system, {"role": "user", "content": items}]
+    if isinstance(items, (list, tuple)) and items:
+        return [system, *items]
+    return items
 
 
 def resolve(

@@ -241,6 +241,26 @@ def test_a_clock_in_the_system_prompt_keeps_one_conversation(
     assert ids[0] not in ids[3:]
 
 
+@needs_responses
+def test_responses_instructions_open_the_conversation(otel: Otel, client: openai.OpenAI) -> None:
+    """A Responses call's `instructions` are its system message: two agents whose users open
+    alike are two conversations; an agent's later turns (its whole input resent, as the OpenAI
+    Agents SDK sends it) stay its first turn's; the same opening as a chat call is the same."""
+    first = [{"role": "user", "content": "hi"}]
+    later = [*first, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "?"}]
+    client.responses.create(model="m", instructions="You are a pirate.", input="hi")
+    client.responses.create(model="m", instructions="You are a pirate.", input=later)  # type: ignore[arg-type]
+    client.responses.create(model="m", instructions="You are a lawyer.", input=first)  # type: ignore[arg-type]
+    client.responses.create(model="m", input=first)  # type: ignore[arg-type]
+    system = {"role": "system", "content": "You are a pirate."}
+    client.chat.completions.create(model="m", messages=[system, *first])  # type: ignore[list-item]
+    ids = [r.conversation_id for r in otel.records()]
+    assert ids[0] is not None
+    assert ids[1] == ids[0]
+    assert len({ids[0], ids[2], ids[3]}) == 3
+    assert ids[4] == ids[0]
+
+
 def test_conversation_ids_set_by_the_app(otel: Otel, client: openai.OpenAI) -> None:
     """An id on the app's current span or in its baggage wins over the fingerprint; with no
     span current the fingerprint is used again."""
