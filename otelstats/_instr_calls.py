@@ -471,3 +471,17 @@ def async_wrapper(telemetry: Telemetry, describe: Describe) -> Callable[..., Any
         return wrap_result(telemetry, prepared.endpoint, prepared, result)
 
     return wrapper
+
+
+def outside_calls(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """`wrapper`, skipped without a frame of ours while a call of ours runs: the SDK's own
+    `post` of a create method's call (every call's) goes straight to the SDK. For the async
+    `post` this decides when the coroutine is made, as the SDK awaits it at once: the create
+    call's own post is then the SDK's coroutine itself, with no coroutine of ours around it."""
+
+    def skipping(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _ACTIVE.get() is not None:
+            return wrapped(*args, **kwargs)
+        return wrapper(wrapped, instance, args, kwargs)
+
+    return skipping

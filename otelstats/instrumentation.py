@@ -29,10 +29,10 @@ from ._instr_calls import (
     EMBEDDINGS,
     RESPONSES,
     TEXT_COMPLETION,
-    Describe,
     Endpoint,
     active_call,
     async_wrapper,
+    outside_calls,
     posted,
     resource_call,
     sync_wrapper,
@@ -172,10 +172,11 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if any(o is owner and m == name for o, m in self._wrapped):
                 continue
             factory = async_wrapper if is_async else sync_wrapper
-            describe: Describe = (
-                posted(telemetry) if endpoint is None else resource_call(telemetry, endpoint)
-            )
-            wrap_function_wrapper(owner, name, factory(telemetry, describe))
+            if endpoint is None:
+                wrapper = outside_calls(factory(telemetry, posted(telemetry)))
+            else:
+                wrapper = factory(telemetry, resource_call(telemetry, endpoint))
+            wrap_function_wrapper(owner, name, wrapper)
             self._wrapped.append((owner, name))
 
     def _mark_duplicates(self, tracer_provider: Any) -> None:
