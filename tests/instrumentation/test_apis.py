@@ -318,11 +318,14 @@ def test_internal_failure_is_logged_once_and_swallowed(
 def test_instrument_uninstrument_symmetry(server: FakeOpenAIServer, otel: Otel) -> None:
     chat = openai.resources.chat.completions.Completions
     embeddings = openai.resources.embeddings.AsyncEmbeddings
+    posts = (openai._base_client.SyncAPIClient, openai._base_client.AsyncAPIClient)
     assert isinstance(vars(chat)["create"], wrapt.FunctionWrapper)
     assert isinstance(vars(embeddings)["create"], wrapt.FunctionWrapper)
+    assert all(isinstance(vars(client)["post"], wrapt.FunctionWrapper) for client in posts)
     otel.instrumentor.uninstrument()
     assert not isinstance(vars(chat)["create"], wrapt.ObjectProxy)
     assert not isinstance(vars(embeddings)["create"], wrapt.ObjectProxy)
+    assert not any(isinstance(vars(client)["post"], wrapt.ObjectProxy) for client in posts)
     with openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=0) as bare:
         bare.chat.completions.create(model="m", messages=MESSAGES)
     assert otel.records() == []
