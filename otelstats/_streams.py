@@ -342,6 +342,10 @@ class ResponsesState(StreamState):
         else:
             super().exhausted()
 
+    def delta(self) -> None:
+        """One output event, seen but not parsed (`_websocket`, an app's own `recv_bytes`)."""
+        self._content()
+
 
 def response_outcome(response: Any) -> dict[str, Any]:
     """Finish reason / error of a Responses API `Response` (failed => error.type)."""

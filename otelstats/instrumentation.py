@@ -38,6 +38,7 @@ from ._instr_calls import (
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
+from ._websocket import BASES, CONNECTIONS, Sockets
 from .config import SDK_DISABLED_WARNING, Settings, sdk_disabled
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,14 @@ _TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint | None, bool], ...] = 
 )  # fmt: skip
 
 
-_MODULES = tuple(dict.fromkeys(name for target in _TARGETS for name in target[0]))
+_SOCKET_METHODS = {True: ("send", "recv", "recv_bytes"), False: ("send_raw", "close")}
+"""Of a Responses WebSocket connection class (True) and of its bases (False): see `_websocket`."""
+_MODULES = tuple(
+    dict.fromkeys(
+        [name for target in _TARGETS for name in target[0]]
+        + [module for module, _, _ in CONNECTIONS + BASES]
+    )
+)
 """Every module a target may live in, each once, in order."""
 
 
@@ -104,6 +112,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not hasattr(self, "_wrapped"):
             self._wrapped: list[tuple[Any, str]] = []
             self.telemetry: Telemetry | None = None
+            self._sockets: Sockets | None = None
             self._telemetries: list[Telemetry] = []
             """Every Telemetry instrument() made: streams of an earlier one may still be open."""
             self._markers: weakref.WeakKeyDictionary[Any, DuplicateMarker] = (
@@ -129,6 +138,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
         telemetry = Telemetry(tracer, meter, _options(settings, merged))
         self.telemetry = telemetry
+        self._sockets = Sockets(telemetry)
         if not self._telemetries:
             # Registered after the app's TracerProvider (made before instrument()), so it runs
             # before that provider's own exit flush (atexit runs last-registered first).
@@ -178,6 +188,23 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 wrapper = factory(telemetry, resource_call(telemetry, endpoint))
             wrap_function_wrapper(owner, name, wrapper)
             self._wrapped.append((owner, name))
+        self._wrap_sockets(module)
+
+    def _wrap_sockets(self, module: Any) -> None:
+        """The Responses API's WebSocket connections (`_websocket`)."""
+        sockets = self._sockets
+        assert sockets is not None
+        for own, targets in ((True, CONNECTIONS), (False, BASES)):
+            for name, cls, is_async in targets:
+                owner = getattr(module, cls, None) if module.__name__ == name else None
+                if not isinstance(owner, type):
+                    continue
+                if own:
+                    sockets.classes = (*sockets.classes, owner)
+                for method in _SOCKET_METHODS[own]:
+                    if callable(vars(owner).get(method)) and (owner, method) not in self._wrapped:
+                        wrap_function_wrapper(owner, method, sockets.wrapper(method, is_async))
+                        self._wrapped.append((owner, method))
 
     def _mark_duplicates(self, tracer_provider: Any) -> None:
         """With an SDK provider, mark other tools' spans of our calls (see `_coexist`)."""
@@ -200,3 +227,4 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(owner, method)
         self._wrapped = []
         self.telemetry = None
+        self._sockets = None
