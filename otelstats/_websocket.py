@@ -176,6 +176,9 @@ class Socket:
                 self._error(lane, event)
         elif lane is not None and lane.current is not None:
             lane.current.feed(event)  # output: the first chunk, the count, captured text
+            return
+        if stream_id is not None and lane is not None and lane.current is None and not lane.waiting:
+            del self.lanes[stream_id]  # a named lane idle again (an app may name one per task)
 
     def _created(self, lane: _Lane, event: Any) -> None:
         response = event.response

@@ -300,9 +300,13 @@ def test_lanes_answer_their_own_creates(serve: Callable[[Script], Server]) -> No
         connection.send({"type": "response.create", "model": "ma", "input": "a", "stream_id": "a"})
         connection.send({"type": "response.create", "model": "mb", "input": "b", "stream_id": "b"})
         until_done(connection, ends=2)
+        sockets = otel.instrumentor._sockets
+        assert sockets is not None
+        assert sockets.open[connection].lanes == {}  # idle named lanes are not kept
     by_model = {r.request_model: r for r in otel.records()}
     assert by_model["ma"].output_tokens == 3
     assert by_model["mb"].output_tokens == 30
+    assert by_model["ma"].time_to_first_chunk_s is not None
 
 
 def test_raw_reads_and_sends(serve: Callable[[Script], Server]) -> None:
