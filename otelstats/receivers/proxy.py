@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import WebsocketMismatch
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
@@ -248,6 +249,16 @@ def create_proxy_app(
             "start it with a larger --max-request-mb"
         )
         return _error(413, message, "invalid_request_error")
+
+    @app.errorhandler(WebsocketMismatch)
+    def _websocket(exc: WebsocketMismatch) -> Response:
+        # Routing refuses every WebSocket handshake (no rule takes one).
+        message = (
+            f"otelstats proxy does not forward WebSocket connections ({request.path}: the "
+            "Responses API's WebSocket mode, the Realtime API); send these calls over HTTP, "
+            "or record them by instrumenting the SDK"
+        )
+        return _error(501, message, "not_implemented")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

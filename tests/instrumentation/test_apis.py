@@ -55,6 +55,37 @@ def test_responses_create(otel: Otel, client: openai.OpenAI) -> None:
     assert record.finish_reasons == ("completed",)
 
 
+def test_beta_responses_are_calls(server: FakeOpenAIServer) -> None:
+    """The SDK's beta Responses (`client.beta.responses.create`, openai 3.x) post to
+    `/responses?beta=true` with no instrumented create method: recorded through the client's
+    `post`, an object and a stream, each once, with the server's usage."""
+
+    def scenario() -> tuple[Any, list[str]]:
+        with openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=0) as sdk:
+            beta = getattr(getattr(sdk, "beta", None), "responses", None)
+            if beta is None or not hasattr(beta, "create"):
+                pytest.skip(f"openai {openai.__version__} has no beta Responses")
+            answer = beta.create(model="m", input="hello")
+            events = [e.type for e in beta.create(model="m", input="hello", stream=True)]
+            return answer.usage.to_dict(), events
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    usage, events = bare
+    assert events[-1] == "response.completed"
+    streamed, whole = sorted(otel.records(), key=lambda r: r.streaming, reverse=True)
+    for record in (streamed, whole):
+        assert record.outcome == "ok"
+        assert (record.input_tokens, record.output_tokens) == (
+            usage["input_tokens"],
+            usage["output_tokens"],
+        )
+        assert record.tokens_source == "reported"
+    assert streamed.streaming
+    assert streamed.time_to_first_chunk_s is not None
+    assert not whole.streaming
+
+
 @needs_responses
 def test_a_responses_error_answered_with_200_is_a_failure(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI

@@ -400,3 +400,57 @@ def test_uninstrument_unwraps_the_connections() -> None:
         for owner, methods in owners.items():
             assert not any(isinstance(vars(owner)[m], wrapt.ObjectProxy) for m in methods)
         otel.instrumentor.instrument()
+
+
+def test_beta_connection_lanes_from_typed_creates(serve: Callable[[Script], Server]) -> None:
+    """The beta connection (`client.beta.responses.connect()`), whose typed create names its lane:
+    the second lane's answer arrives first, each call still gets its own."""
+    big = {**USAGE, "output_tokens": 30, "total_tokens": 37}
+
+    def script(event: dict[str, Any], n: int) -> list[Any]:
+        if n < 2:
+            return []
+        return [created("resp_b", stream_id="b"), delta("x", stream_id="b"),
+                completed("resp_b", big, stream_id="b"), created("resp_a", stream_id="a"),
+                delta("y", stream_id="a"), completed("resp_a", stream_id="a")]  # fmt: skip
+
+    server = serve(script)
+
+    def scenario() -> list[Any]:
+        with client(server) as sdk:
+            beta = getattr(sdk.beta, "responses", None)
+            if not hasattr(beta, "connect"):
+                pytest.skip(f"openai {openai.__version__} has no beta WebSocket mode")
+            with beta.connect() as connection:
+                connection.response.create(model="ma", input="a", stream_id="a")
+                connection.response.create(model="mb", input="b", stream_id="b")
+                return until_done(connection, ends=2)
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    assert [e.get("stream_id") for e in server.received] == ["a", "b", "a", "b"]
+    by_model = {r.request_model: r for r in otel.records()}
+    assert (by_model["ma"].output_tokens, by_model["mb"].output_tokens) == (3, 30)
+    assert by_model["ma"].start_ns < by_model["mb"].start_ns
+    assert by_model["mb"].end_ns < by_model["ma"].end_ns
+
+
+def test_content_capture_over_the_socket(serve: Callable[[Script], Server]) -> None:
+    """With content capture on, a socket call's input and streamed answer are on its span, as
+    for a streamed `responses.create`; raw reads are parsed then to read the text."""
+    server = serve(lambda e, n: answer(f"resp_{n}", ("The quick ", "brown fox.")))
+    otel = make_otel(capture_content=True)
+    try:
+        with client(server) as sdk, sdk.responses.connect() as connection:
+            connection.response.create(model="m", input="Say something about foxes.")
+            until_done(connection)
+            connection.send({"type": "response.create", "model": "m", "input": "Again."})
+            while b"response.completed" not in connection.recv_bytes():
+                pass
+    finally:
+        otel.instrumentor.uninstrument()
+    typed, raw = (s.attributes for s in otel.finished())
+    assert "foxes" in typed["gen_ai.input.messages"]
+    assert "Again." in raw["gen_ai.input.messages"]
+    for attributes in (typed, raw):
+        assert "The quick brown fox." in attributes["gen_ai.output.messages"]

@@ -586,6 +586,25 @@ def test_bad_requests_are_refused_and_proxy_keeps_serving(
     assert len(proxy.calls()) == 1
 
 
+def test_a_websocket_connection_is_refused_clearly(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """The Responses API's WebSocket mode is not proxied: the SDK's `responses.connect()` is
+    refused at its handshake with a status that says so, and nothing reaches the upstream."""
+    websockets_exceptions = pytest.importorskip("websockets.exceptions")
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    sdk = openai.OpenAI(base_url=proxy.base_url, api_key="t", max_retries=0)
+    if not hasattr(sdk.responses, "connect"):
+        pytest.skip(f"openai {openai.__version__} has no WebSocket mode")
+    with pytest.raises(websockets_exceptions.InvalidStatus) as refused:
+        sdk.responses.connect().enter()
+    answer = refused.value.response
+    assert answer.status_code == 501
+    assert b"WebSocket" in answer.body
+    assert upstream.requests == []
+    assert proxy.calls() == []
+
+
 def test_unprefixed_paths_and_server_without_stream_options(start_proxy: Any) -> None:
     with FakeOpenAIServer(reject_stream_options=True) as old_server:
         proxy: RunningProxy = start_proxy(old_server.base_url)
