@@ -135,6 +135,7 @@ def render(method: str, path: str, body: Mapping[str, Any], reply: Reply, seq: i
         "/completions": _completion,
         "/embeddings": _embeddings,
         "/responses": _responses,
+        "/responses/compact": _compaction,
     }
     for suffix, builder in builders.items():
         if route.endswith(suffix):
@@ -326,6 +327,19 @@ def _response_object(
         if done and reply.usage != "none"
         else None,
     }
+
+
+def _compaction(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
+    """`POST /responses/compact`: the conversation's user messages, then one compaction item."""
+    usage = _response_object(body, reply, seq, "completed")["usage"]
+    payload = {
+        "id": f"cmp_fake{seq}",
+        "object": "response.compaction",
+        "created_at": 1700000000,
+        "output": [{"type": "compaction", "id": f"cmp_item{seq}", "encrypted_content": "x"}],
+        "usage": usage,
+    }
+    return Rendered(200, "application/json", json.dumps(payload).encode())
 
 
 def _responses(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:

@@ -56,6 +56,8 @@ CHAT = Endpoint(semconv.OPERATION_CHAT, ChatState, injects_usage=True)
 TEXT_COMPLETION = Endpoint(semconv.OPERATION_TEXT_COMPLETION, CompletionState, injects_usage=True)
 EMBEDDINGS = Endpoint(semconv.OPERATION_EMBEDDINGS, None)
 RESPONSES = Endpoint(semconv.OPERATION_CHAT, ResponsesState, remember=True)
+COMPACTION = Endpoint(semconv.OPERATION_CHAT, None)
+"""`responses.compact`: a model pass over the conversation, billed by its usage; never streams."""
 
 
 def _server(telemetry: Telemetry, client: Any) -> Server:
@@ -372,7 +374,10 @@ _POSTED = (
     ("/completions", TEXT_COMPLETION),
     ("/embeddings", EMBEDDINGS),
     ("/responses", RESPONSES),
+    ("/responses/compact", COMPACTION),
 )
+"""The posted paths that are calls (the SDK's `responses.compact`, stable and beta, has no
+create method of its own to wrap: its post is the call)."""
 
 
 def posted(telemetry: Telemetry) -> Describe:

@@ -16,6 +16,7 @@ from .. import semconv
 OPERATIONS: Mapping[str, str] = {
     "chat/completions": semconv.OPERATION_CHAT,
     "responses": semconv.OPERATION_CHAT,
+    "responses/compact": semconv.OPERATION_CHAT,  # a model pass over a conversation, with usage
     "completions": semconv.OPERATION_TEXT_COMPLETION,
     "embeddings": semconv.OPERATION_EMBEDDINGS,
 }

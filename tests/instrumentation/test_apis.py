@@ -86,6 +86,42 @@ def test_beta_responses_are_calls(server: FakeOpenAIServer) -> None:
     assert not whole.streaming
 
 
+def test_a_compaction_is_a_call(server: FakeOpenAIServer) -> None:
+    """`responses.compact` (openai 3.x; the beta one too) runs the model over a conversation and
+    is billed by its usage: a call, sync and async, in the conversation it compacts."""
+    opening = [{"role": "user", "content": "Tell me about foxes."}]
+
+    def scenario() -> list[Any]:
+        async def compact_async() -> Any:
+            async with openai.AsyncOpenAI(base_url=server.base_url, api_key="t") as sdk:
+                return await sdk.responses.compact(model="m", input=opening)
+
+        with openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=0) as sdk:
+            if not hasattr(sdk.responses, "compact"):
+                pytest.skip(f"openai {openai.__version__} has no responses.compact")
+            sdk.responses.create(model="m", input=opening)
+            compacted = [sdk.responses.compact(model="m", input=opening)]
+            beta = getattr(sdk.beta, "responses", None)
+            if hasattr(beta, "compact"):
+                compacted.append(beta.compact(model="m", input=opening))
+        compacted.append(asyncio.run(compact_async()))
+        return [c.to_dict() for c in compacted]
+
+    bare, instrumented, otel = differential(scenario)
+    assert [c["object"] for c in instrumented] == [c["object"] for c in bare]
+    assert all(c["object"] == "response.compaction" for c in bare)
+    answer, *compactions = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert len(compactions) == len(bare)
+    for record, compacted in zip(compactions, instrumented, strict=True):
+        assert (record.operation, record.outcome, record.request_model) == ("chat", "ok", "m")
+        usage = compacted["usage"]
+        assert (record.input_tokens, record.output_tokens) == (
+            usage["input_tokens"],
+            usage["output_tokens"],
+        )
+        assert record.conversation_id == answer.conversation_id
+
+
 @needs_responses
 def test_a_responses_error_answered_with_200_is_a_failure(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI

@@ -454,3 +454,75 @@ def test_content_capture_over_the_socket(serve: Callable[[Script], Server]) -> N
     assert "Again." in raw["gen_ai.input.messages"]
     for attributes in (typed, raw):
         assert "The quick brown fox." in attributes["gen_ai.output.messages"]
+
+
+def test_a_reconnect_cuts_what_was_in_flight_and_goes_on(serve: Callable[[Script], Server]) -> None:
+    """The SDK reconnects by itself (`on_reconnecting`) when the connection drops: the answer
+    in flight is lost with it (cut short), and the calls sent after it are recorded as usual."""
+
+    def script(event: dict[str, Any], n: int) -> list[Any]:
+        if event.get("input") == "first":
+            return [created("resp_1"), delta("par"), DROP]
+        return answer("resp_2")
+
+    server = serve(script)
+    reconnects: list[int] = []
+
+    def scenario() -> list[Any]:
+        with client(server) as sdk:
+            manager = sdk.responses.connect(
+                on_reconnecting=lambda event: reconnects.append(event.attempt),
+                initial_delay=0.01,
+            )
+            with manager as connection:
+                connection.response.create(model="m", input="first")
+
+                def second() -> None:
+                    connection.response.create(model="m", input="second")
+
+                later = threading.Timer(0.5, second)
+                later.start()
+                seen = until_done(connection)
+                later.join()
+                return [e["type"] for e in seen]
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    assert reconnects == [1, 1]  # once bare, once instrumented
+    cut, second = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert (cut.outcome, cut.output_tokens, cut.tokens_source) == ("incomplete", 1, "counted")
+    assert (second.outcome, second.output_tokens) == ("ok", 3)
+
+
+def test_async_raw_reads(serve: Callable[[Script], Server]) -> None:
+    server = serve(lambda e, n: answer(f"resp_{n}", ("a", "b")))
+
+    async def talk() -> list[bytes]:
+        sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        seen = []
+        async with sdk, sdk.responses.connect() as connection:
+            await connection.send_raw(json.dumps({"type": "response.create", "model": "m",
+                                                  "input": "raw"}))  # fmt: skip
+            while b"response.completed" not in (message := await connection.recv_bytes()):
+                seen.append(message)
+        return seen
+
+    bare, instrumented, otel = differential(lambda: asyncio.run(talk()))
+    assert instrumented == bare
+    record = otel.record()
+    assert (record.outcome, record.output_tokens, record.tokens_source) == ("ok", 3, "reported")
+    assert record.time_to_first_chunk_s is not None
+
+
+def test_dispatched_events(serve: Callable[[Script], Server]) -> None:
+    """An app that registers handlers and lets `dispatch_events` run them."""
+    server = serve(lambda e, n: answer(f"resp_{n}"))
+    with make_otel_for() as otel, client(server) as sdk, sdk.responses.connect() as connection:
+        texts: list[str] = []
+        connection.on("response.output_text.delta", lambda event: texts.append(event.delta))
+        connection.on("response.completed", lambda event: connection.close())
+        connection.response.create(model="m", input="hi")
+        connection.dispatch_events()
+    assert texts == ["Hel", "lo"]
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", 3)

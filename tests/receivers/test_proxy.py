@@ -142,6 +142,28 @@ def test_openai_sdk_through_proxy_records_every_operation(
     assert all(r["provider"] == "openai" for r in rows)
 
 
+def test_a_compaction_through_the_proxy_is_a_call(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """`POST /v1/responses/compact` (the SDK's `responses.compact`) is forwarded and recorded
+    with its usage, in the conversation of the opening it compacts."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
+    if not hasattr(client.responses, "compact"):
+        pytest.skip(f"openai {openai.__version__} has no responses.compact")
+    opening = [{"role": "user", "content": "Tell me about foxes."}]
+    client.responses.create(model="fake-llama-3-8b", input=opening)
+    compacted = client.responses.compact(model="fake-llama-3-8b", input=opening)
+    assert compacted.object == "response.compaction"
+    answer, row = proxy.calls()
+    assert (row["operation"], row["outcome"], row["streaming"]) == ("chat", "ok", False)
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        compacted.usage.input_tokens,
+        compacted.usage.output_tokens,
+    )
+    assert row["conversation_id"] == answer["conversation_id"]
+
+
 def test_stream_reaches_client_before_upstream_finishes(
     gated: GatedUpstream, start_proxy: Any
 ) -> None:
