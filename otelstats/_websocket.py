@@ -37,8 +37,14 @@ from ._instr_telemetry import Telemetry
 from ._streams import ResponsesState
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_MARKERS = re.compile(rb'"(?:response\.(?:created|completed|incomplete|failed)|error)"')
-"""Events `recv_bytes` must parse (an output event carries none of these quoted names)."""
+_LIFECYCLE = r'"(?:response\.(?:created|completed|incomplete|failed)|error)"'
+_MARKERS: dict[type, Callable[[Any], object]] = {
+    bytes: re.compile(_LIFECYCLE.encode()).search,
+    str: re.compile(_LIFECYCLE).search,
+}
+"""Raw messages that must be parsed (an output event carries none of these quoted names), by
+the message's type (websockets hands out text frames as str, the SDK's `recv_bytes` bytes)."""
+_DELTA: dict[type, Any] = {bytes: b'.delta"', str: '.delta"'}
 
 _INSIDE: ContextVar[str | None] = ContextVar("otelstats_socket_method", default=None)
 """The socket method of ours running in this thread or task: `send`'s own `send_raw` is not a
@@ -55,6 +61,9 @@ CONNECTIONS = (
 BASES = (("openai._websocket_connection", "WebSocketConnectionBase", False),
          ("openai._websocket_connection", "AsyncWebSocketConnectionBase", True))  # fmt: skip
 """Where `send_raw` and `close` live, shared with the Realtime API's connections (not calls)."""
+WEBSOCKETS = (("websockets.sync.connection", "Connection", False),
+              ("websockets.asyncio.connection", "Connection", True))  # fmt: skip
+"""websockets' own connections (`send`, `recv`, `close`; clients and servers share them)."""
 
 
 def _closed_connection(exc: BaseException) -> bool:
@@ -62,9 +71,9 @@ def _closed_connection(exc: BaseException) -> bool:
     return any(c.__name__ == "ConnectionClosed" for c in type(exc).__mro__)
 
 
-def _server_of(connection: Any) -> Any:
-    """A stand-in for the SDK client, for `Prepared`: its base URL, from the handshake."""
-    ws = getattr(connection, "_connection", None)
+def _server_of(ws: Any) -> Any:
+    """A stand-in for the SDK client, for `Prepared`: its base URL, from the handshake of `ws`
+    (a websockets client connection)."""
     request = getattr(ws, "request", None)
     headers = getattr(request, "headers", None)
     host = headers.get("Host") if headers is not None else None
@@ -111,11 +120,16 @@ class _Lane:
 class Socket:
     """The calls open on one connection."""
 
-    __slots__ = ("client", "lanes", "live", "telemetry")
+    __slots__ = ("client", "lanes", "live", "parse", "telemetry")
 
-    def __init__(self, telemetry: Telemetry, connection: Any) -> None:
+    def __init__(
+        self, telemetry: Telemetry, ws: Any, parse: Callable[[Any, Any], Any] | None = None
+    ) -> None:
+        """`ws`: the websockets connection; `parse(connection, data)`: one message as an event
+        (default: the SDK connection's own `parse_event`)."""
         self.telemetry = telemetry
-        self.client = _server_of(connection)
+        self.client = _server_of(ws)
+        self.parse = parse or _sdk_event
         self.lanes: dict[Any, _Lane] = {}
         self.live: dict[str, ResponsesState] = {}
         """Responses created and not ended, by response id."""
@@ -218,16 +232,21 @@ class Socket:
     def read_bytes(self, connection: Any, message: Any) -> None:
         """A message the app read with `recv_bytes`: parsed only when it starts or ends a
         response (or when content is captured); an output event of a lane is counted as it is."""
-        data = message.encode() if isinstance(message, str) else message
+        kind = type(message)
+        search = _MARKERS.get(kind)
+        if search is None:
+            if not isinstance(message, (bytes, bytearray, memoryview)):
+                return  # nothing a server sends
+            message, kind, search = bytes(message), bytes, _MARKERS[bytes]
         if (
             len(self.lanes) != 1
-            or _MARKERS.search(data) is not None
+            or search(message) is not None
             or self.telemetry.options.capture_content
         ):
-            self.received(connection.parse_event(data))
+            self.received(self.parse(connection, message))
             return
         for lane in self.lanes.values():
-            if lane.current is not None and b'.delta"' in data:
+            if lane.current is not None and _DELTA[kind] in message:
                 lane.current.delta()
 
     def closed(self, exc: BaseException | None) -> None:
@@ -264,26 +283,93 @@ def _error_type(event: Any) -> str:
     return str(code)[:64] if code not in (None, "") else "error"
 
 
+def _sdk_event(connection: Any, data: Any) -> Any:
+    return connection.parse_event(data)
+
+
+def _json_event(connection: Any, data: Any) -> Any:
+    return _JSON(json.loads(data))
+
+
+class _JSON:
+    """A JSON object read as the SDK's models are (a missing member is None): the events of a
+    connection the SDK did not open."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Any) -> None:
+        self._data = data if isinstance(data, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self._data.get(name)
+        return _JSON(value) if isinstance(value, dict) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
+
+
+def _responses_client(ws: Any) -> bool:
+    """A websockets client connection opened on a Responses API path (`…/responses`)."""
+    if not any(c.__name__ == "ClientConnection" for c in type(ws).__mro__):
+        return False  # a server's side, or another kind
+    path = getattr(getattr(ws, "request", None), "path", None)
+    return isinstance(path, str) and path.partition("?")[0].rstrip("/").endswith("/responses")
+
+
 Wrapper = Callable[[Any, Any, Any, Any], Any]
 
 
+Find = Callable[[Any], "Socket | None"]
+
+
 class Sockets:
-    """The wrappers of one `instrument()`: the connections they watch, by connection."""
+    """The wrappers of one `instrument()`: the connections they watch.
+
+    Two layers: the SDK's Responses connections (its parsed events are read, not parsed again),
+    and under them any websockets client connection on a Responses path that the SDK did not
+    open (a library's own, such as the OpenAI Agents SDK's WebSocket transport). A websockets
+    connection the SDK drives is watched at the SDK's layer only (`_INSIDE`, `raw`)."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         self.open: weakref.WeakKeyDictionary[Any, Socket] = weakref.WeakKeyDictionary()
+        self.raw: weakref.WeakKeyDictionary[Any, Socket | None] = weakref.WeakKeyDictionary()
+        """websockets connections seen: their Socket, or None (not ours to read)."""
         self.classes: tuple[type, ...] = ()
         """The Responses connection classes wrapped (the bases' methods serve others too)."""
 
     def socket(self, connection: Any) -> Socket | None:
-        """The connection's Socket (made on first sight); None for another kind of connection."""
+        """The SDK connection's Socket (made on first sight); None for another kind."""
         found = self.open.get(connection)
         if found is None and isinstance(connection, self.classes):
+            ws = getattr(connection, "_connection", None)
             try:
-                found = self.open[connection] = Socket(self.telemetry, connection)
+                found = self.open[connection] = Socket(self.telemetry, ws)
+                if ws is not None:
+                    self.raw[ws] = None  # read at the SDK's layer
             except Exception:
                 self.telemetry.internal_error("watching a socket")
+        return found
+
+    def raw_socket(self, ws: Any) -> Socket | None:
+        """A websockets connection's Socket: one the SDK did not open, on a Responses path."""
+        if _INSIDE.get() is not None:
+            return None  # the SDK's own reads and sends, watched there
+        try:
+            return self.raw[ws]
+        except KeyError:
+            pass
+        except TypeError:
+            return None  # not weakly referenceable: not a websockets connection
+        found = None
+        try:
+            if _responses_client(ws):
+                found = Socket(self.telemetry, ws, _json_event)
+        except Exception:
+            self.telemetry.internal_error("watching a socket")
+        self.raw[ws] = found
         return found
 
     def _guarded(self, where: str, action: Callable[[], Any]) -> Any:
@@ -294,19 +380,33 @@ class Sockets:
             return None
 
     def wrapper(self, method: str, is_async: bool) -> Wrapper:
-        make = getattr(self, f"_{method}")
-        return make(is_async)  # type: ignore[no-any-return]
+        """For a method of the SDK's connections (and their bases)."""
+        if method == "recv":
+            return self._recv(is_async)
+        if method == "close":
+            return self._close(is_async, self.open)
+        return (self._send if method != "recv_bytes" else self._read)(is_async, self.socket)
 
-    def _send(self, is_async: bool) -> Wrapper:
+    def ws_wrapper(self, method: str, is_async: bool) -> Wrapper:
+        """For a method of websockets' connections (`send`, `recv`, `close`)."""
+        if method == "close":
+            return self._close(is_async, self.raw)
+        return (self._send if method == "send" else self._read)(is_async, self.raw_socket)
+
+    def _send(self, is_async: bool, find: Find) -> Wrapper:
+        """`send` / `send_raw` of a client event: a `response.create` starts a call."""
+
         def start(instance: Any, args: Any, kwargs: Any) -> tuple[Socket | None, Any]:
-            socket = self.socket(instance)
-            if socket is None or _INSIDE.get() is not None:
+            if _INSIDE.get() is not None:
                 return None, None
-            event = args[0] if args else kwargs.get("event", kwargs.get("data"))
+            socket = find(instance)
+            if socket is None:
+                return None, None
+            event = args[0] if args else kwargs.get("event", kwargs.get("message"))
             return socket, self._guarded("starting a socket call", lambda: socket.sent(event))
 
-        def failed(socket: Socket | None, state: Any, exc: BaseException) -> None:
-            if socket is not None and state is not None:
+        def failed(socket: Socket, state: Any, exc: BaseException) -> None:
+            if state is not None:
                 self._guarded("recording a socket error", lambda: socket.unsent(state, exc))
 
         if is_async:
@@ -341,13 +441,17 @@ class Sockets:
 
         return send
 
-    _send_raw = _send
-
     def _lost(self, socket: Socket, exc: BaseException) -> None:
         if _closed_connection(exc):
             self._guarded("ending socket calls", lambda: socket.closed(exc))
 
     def _recv(self, is_async: bool) -> Wrapper:
+        """The SDK's `recv`: its parsed events."""
+
+        def got(socket: Socket, event: Any) -> Any:
+            self._guarded("reading a socket event", lambda: socket.received(event))
+            return event
+
         if is_async:
 
             async def recv_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -362,8 +466,7 @@ class Sockets:
                     raise
                 finally:
                     _INSIDE.reset(token)
-                self._guarded("reading a socket event", lambda: socket.received(event))
-                return event
+                return got(socket, event)
 
             return recv_async
 
@@ -379,51 +482,60 @@ class Sockets:
                 raise
             finally:
                 _INSIDE.reset(token)
-            self._guarded("reading a socket event", lambda: socket.received(event))
-            return event
+            return got(socket, event)
 
         return recv
 
-    def _recv_bytes(self, is_async: bool) -> Wrapper:
-        def read(socket: Socket, instance: Any, message: Any) -> None:
+    def _read(self, is_async: bool, find: Find) -> Wrapper:
+        """A raw message read by the app (the SDK's `recv_bytes`, websockets' `recv`)."""
+
+        def got(socket: Socket, instance: Any, message: Any) -> Any:
             try:  # per message: no closure, unlike `_guarded`
                 socket.read_bytes(instance, message)
             except Exception:
                 self.telemetry.internal_error("reading a socket message")
+            return message
 
         if is_async:
 
-            async def recv_bytes_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                socket = self.socket(instance)
-                if socket is None or _INSIDE.get() is not None:
+            async def read_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                socket = None if _INSIDE.get() is not None else find(instance)
+                if socket is None:
                     return await wrapped(*args, **kwargs)
+                token = _INSIDE.set("recv")
                 try:
                     message = await wrapped(*args, **kwargs)
                 except BaseException as exc:
                     self._lost(socket, exc)
                     raise
-                read(socket, instance, message)
-                return message
+                finally:
+                    _INSIDE.reset(token)
+                return got(socket, instance, message)
 
-            return recv_bytes_async
+            return read_async
 
-        def recv_bytes(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            socket = self.socket(instance)
-            if socket is None or _INSIDE.get() is not None:
+        def read(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            socket = None if _INSIDE.get() is not None else find(instance)
+            if socket is None:
                 return wrapped(*args, **kwargs)
+            token = _INSIDE.set("recv")
             try:
                 message = wrapped(*args, **kwargs)
             except BaseException as exc:
                 self._lost(socket, exc)
                 raise
-            read(socket, instance, message)
-            return message
+            finally:
+                _INSIDE.reset(token)
+            return got(socket, instance, message)
 
-        return recv_bytes
+        return read
 
-    def _close(self, is_async: bool) -> Wrapper:
+    def _close(self, is_async: bool, sockets: weakref.WeakKeyDictionary[Any, Any]) -> Wrapper:
         def closed(instance: Any) -> None:
-            socket = self.open.pop(instance, None)
+            try:
+                socket = sockets.pop(instance, None)
+            except TypeError:  # not weakly referenceable: none of ours
+                return
             if socket is not None:
                 self._guarded("ending socket calls", lambda: socket.closed(None))
 

@@ -38,7 +38,7 @@ from ._instr_calls import (
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
-from ._websocket import BASES, CONNECTIONS, Sockets
+from ._websocket import BASES, CONNECTIONS, WEBSOCKETS, Sockets
 from .config import SDK_DISABLED_WARNING, Settings, sdk_disabled
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,16 @@ _TARGETS: tuple[tuple[tuple[str, ...], str, str, Endpoint | None, bool], ...] = 
 )  # fmt: skip
 
 
-_SOCKET_METHODS = {True: ("send", "recv", "recv_bytes"), False: ("send_raw", "close")}
-"""Of a Responses WebSocket connection class (True) and of its bases (False): see `_websocket`."""
+_SOCKETS = (
+    (CONNECTIONS, ("send", "recv", "recv_bytes")),  # the SDK's Responses connections
+    (BASES, ("send_raw", "close")),  # their bases, shared with the Realtime API's
+    (WEBSOCKETS, ("send", "recv", "close")),  # websockets' own (a library's own socket)
+)
+"""What `_websocket` wraps: (module, class, is_async) targets and their methods."""
 _MODULES = tuple(
     dict.fromkeys(
         [name for target in _TARGETS for name in target[0]]
-        + [module for module, _, _ in CONNECTIONS + BASES]
+        + [module for module, _, _ in CONNECTIONS + BASES + WEBSOCKETS]
     )
 )
 """Every module a target may live in, each once, in order."""
@@ -194,16 +198,17 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         """The Responses API's WebSocket connections (`_websocket`)."""
         sockets = self._sockets
         assert sockets is not None
-        for own, targets in ((True, CONNECTIONS), (False, BASES)):
+        for targets, methods in _SOCKETS:
             for name, cls, is_async in targets:
                 owner = getattr(module, cls, None) if module.__name__ == name else None
                 if not isinstance(owner, type):
                     continue
-                if own:
+                if targets is CONNECTIONS:
                     sockets.classes = (*sockets.classes, owner)
-                for method in _SOCKET_METHODS[own]:
+                make = sockets.ws_wrapper if targets is WEBSOCKETS else sockets.wrapper
+                for method in methods:
                     if callable(vars(owner).get(method)) and (owner, method) not in self._wrapped:
-                        wrap_function_wrapper(owner, method, sockets.wrapper(method, is_async))
+                        wrap_function_wrapper(owner, method, make(method, is_async))
                         self._wrapped.append((owner, method))
 
     def _mark_duplicates(self, tracer_provider: Any) -> None:

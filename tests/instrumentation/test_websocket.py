@@ -389,10 +389,14 @@ def test_uninstrument_unwraps_the_connections() -> None:
     import wrapt
     from openai._websocket_connection import WebSocketConnectionBase
     from openai.resources.responses.responses import AsyncResponsesConnection, ResponsesConnection
+    from websockets.asyncio.connection import Connection as AsyncConnection
+    from websockets.sync.connection import Connection
 
     owners = {ResponsesConnection: ("send", "recv", "recv_bytes"),
               AsyncResponsesConnection: ("send", "recv", "recv_bytes"),
-              WebSocketConnectionBase: ("send_raw", "close")}  # fmt: skip
+              WebSocketConnectionBase: ("send_raw", "close"),
+              Connection: ("send", "recv", "close"),
+              AsyncConnection: ("send", "recv", "close")}  # fmt: skip
     with make_otel_for() as otel:
         for owner, methods in owners.items():
             assert all(isinstance(vars(owner)[m], wrapt.FunctionWrapper) for m in methods)
@@ -526,3 +530,48 @@ def test_dispatched_events(serve: Callable[[Script], Server]) -> None:
     assert texts == ["Hel", "lo"]
     record = otel.record()
     assert (record.outcome, record.output_tokens) == ("ok", 3)
+
+
+def test_a_socket_the_sdk_did_not_open(serve: Callable[[Script], Server]) -> None:
+    """A library that opens its own WebSocket to `/v1/responses` with websockets (the OpenAI
+    Agents SDK's WebSocket transport does, asyncio) or its sync client: its calls are recorded
+    as the SDK's are; a socket to another path is not read."""
+    from websockets.asyncio.client import connect as connect_async
+    from websockets.sync.client import connect
+
+    server = serve(lambda e, n: answer(f"resp_{n}") if "model" in e else [])
+    url = f"ws://127.0.0.1:{server.port}/v1/responses"
+    create = {"type": "response.create", "model": "m", "input": "hi"}
+
+    async def agent() -> list[Any]:
+        seen = []
+        async with connect_async(url, additional_headers={"Authorization": "Bearer t"}) as ws:
+            for _ in range(2):
+                await ws.send(json.dumps(create))
+                while '"response.completed"' not in (frame := await ws.recv()):
+                    seen.append(json.loads(frame)["type"])
+        return seen
+
+    def script() -> list[Any]:
+        with connect(url) as ws:
+            ws.send(json.dumps({**create, "model": "sync"}))
+            frames = [json.loads(ws.recv()) for _ in range(4)]
+        with connect(f"ws://127.0.0.1:{server.port}/v1/other") as ws:
+            ws.send(json.dumps({**create, "model": "other"}))
+            frames += [json.loads(ws.recv()) for _ in range(4)]
+        return [f["type"] for f in frames]
+
+    bare, instrumented, otel = differential(lambda: (asyncio.run(agent()), script()))
+    assert instrumented == bare
+    records = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert [r.request_model for r in records] == ["m", "m", "sync"]
+    for record in records:
+        assert (record.outcome, record.output_tokens, record.tokens_source) == (
+            "ok",
+            3,
+            "reported",
+        )
+        assert record.streaming
+        assert record.time_to_first_chunk_s is not None
+        assert (record.server_address, record.server_port) == ("127.0.0.1", server.port)
+    # A call started on the other path would have ended, and been recorded, at its close.

@@ -149,7 +149,7 @@ def test_a_compaction_through_the_proxy_is_a_call(
     with its usage, in the conversation of the opening it compacts."""
     proxy: RunningProxy = start_proxy(upstream.base_url)
     client = openai.OpenAI(base_url=proxy.base_url, api_key=SECRET, max_retries=0)
-    if not hasattr(client.responses, "compact"):
+    if not hasattr(getattr(client, "responses", None), "compact"):
         pytest.skip(f"openai {openai.__version__} has no responses.compact")
     opening = [{"role": "user", "content": "Tell me about foxes."}]
     client.responses.create(model="fake-llama-3-8b", input=opening)
@@ -616,7 +616,7 @@ def test_a_websocket_connection_is_refused_clearly(
     websockets_exceptions = pytest.importorskip("websockets.exceptions")
     proxy: RunningProxy = start_proxy(upstream.base_url)
     sdk = openai.OpenAI(base_url=proxy.base_url, api_key="t", max_retries=0)
-    if not hasattr(sdk.responses, "connect"):
+    if not hasattr(getattr(sdk, "responses", None), "connect"):
         pytest.skip(f"openai {openai.__version__} has no WebSocket mode")
     with pytest.raises(websockets_exceptions.InvalidStatus) as refused:
         sdk.responses.connect().enter()
