@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -230,24 +231,23 @@ class Socket:
         state.end("error")
 
     def read_bytes(self, connection: Any, message: Any) -> None:
-        """A message the app read with `recv_bytes`: parsed only when it starts or ends a
-        response (or when content is captured); an output event of a lane is counted as it is."""
+        """A raw message the app read: an output event of the one lane is counted as it is;
+        only a message that may start or end a response is parsed (every one with several lanes
+        to tell apart, or with content captured)."""
         kind = type(message)
-        search = _MARKERS.get(kind)
-        if search is None:
+        if kind is not bytes and kind is not str:
             if not isinstance(message, (bytes, bytearray, memoryview)):
                 return  # nothing a server sends
-            message, kind, search = bytes(message), bytes, _MARKERS[bytes]
-        if (
-            len(self.lanes) != 1
-            or search(message) is not None
-            or self.telemetry.options.capture_content
-        ):
-            self.received(self.parse(connection, message))
+            message, kind = bytes(message), bytes
+        simple = len(self.lanes) == 1 and not self.telemetry.options.capture_content
+        if simple and _DELTA[kind] in message:  # the common case: one scan, no regex
+            # An output event's type is the only place `.delta"` appears unescaped.
+            current = next(iter(self.lanes.values())).current
+            if current is not None:
+                current.delta()
             return
-        for lane in self.lanes.values():
-            if lane.current is not None and _DELTA[kind] in message:
-                lane.current.delta()
+        if not simple or _MARKERS[kind](message) is not None:
+            self.received(self.parse(connection, message))
 
     def closed(self, exc: BaseException | None) -> None:
         """The connection closed: by the user (`exc` None) or lost."""
@@ -310,6 +310,19 @@ class _JSON:
         return self._data
 
 
+def _used_by_the_sdk() -> bool:
+    """Whether the SDK's own code is using the websockets connection first seen now: a
+    connection of its `responses.connect()`, watched at the SDK's layer. Asked once per
+    connection; the SDK's reconnect makes a new one and sends what it queued on it from its own
+    code, outside the app's `send`."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith("openai."):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 def _responses_client(ws: Any) -> bool:
     """A websockets client connection opened on a Responses API path (`…/responses`)."""
     if not any(c.__name__ == "ClientConnection" for c in type(ws).__mro__):
@@ -365,7 +378,7 @@ class Sockets:
             return None  # not weakly referenceable: not a websockets connection
         found = None
         try:
-            if _responses_client(ws):
+            if _responses_client(ws) and not _used_by_the_sdk():
                 found = Socket(self.telemetry, ws, _json_event)
         except Exception:
             self.telemetry.internal_error("watching a socket")

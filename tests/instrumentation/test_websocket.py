@@ -575,3 +575,37 @@ def test_a_socket_the_sdk_did_not_open(serve: Callable[[Script], Server]) -> Non
         assert record.time_to_first_chunk_s is not None
         assert (record.server_address, record.server_port) == ("127.0.0.1", server.port)
     # A call started on the other path would have ended, and been recorded, at its close.
+
+
+def test_a_create_queued_while_the_sdk_reconnects_is_one_call(
+    serve: Callable[[Script], Server],
+) -> None:
+    """A create sent while the SDK reconnects waits in its queue and goes out on the new socket
+    from the SDK's own code, not from the app's `send`: still one call (not a second one seen
+    on the new websockets connection)."""
+
+    def script(event: dict[str, Any], n: int) -> list[Any]:
+        if event.get("input") == "first":
+            return [created("resp_1"), delta("par"), DROP]
+        return answer("resp_2")
+
+    server = serve(script)
+
+    def scenario() -> list[Any]:
+        with client(server) as sdk:
+            holder: list[Any] = []
+
+            def reconnecting(event: Any) -> None:
+                holder[0].response.create(model="m", input="second")  # queued by the SDK
+
+            manager = sdk.responses.connect(on_reconnecting=reconnecting, initial_delay=0.01)
+            with manager as connection:
+                holder.append(connection)
+                connection.response.create(model="m", input="first")
+                return [e["type"] for e in until_done(connection)]
+
+    bare, instrumented, otel = differential(scenario)
+    assert instrumented == bare
+    assert [e.get("input") for e in server.received] == ["first", "second"] * 2
+    cut, second = sorted(otel.records(), key=lambda r: r.start_ns)
+    assert (cut.outcome, second.outcome, second.output_tokens) == ("incomplete", "ok", 3)
