@@ -38,7 +38,7 @@ from ._instr_calls import (
     sync_wrapper,
 )
 from ._instr_telemetry import Options, Telemetry
-from ._websocket import BASES, CONNECTIONS, WEBSOCKETS, Sockets
+from ._websocket_wrap import BASES, CONNECTIONS, WEBSOCKETS, Sockets
 from .config import SDK_DISABLED_WARNING, Settings, sdk_disabled
 
 log = logging.getLogger(__name__)
