@@ -175,17 +175,29 @@ def _count(details: Any, name: str) -> int | None:
     return _int(getattr(details, name, None))
 
 
-class _JSONUsage:
-    """A usage the SDK did not parse, read as its models are: the server's JSON object (Moonshot
-    puts a stream's usage in its finish choice, where the SDK has no field for it)."""
+class JSONObject:
+    """A JSON object read as the SDK's models are: a member by attribute (a missing one is
+    None, a nested object another JSONObject), the whole of it as `__pydantic_extra__` (the
+    fields beyond the SDK's). For what the SDK did not parse: Moonshot's usage in a stream's
+    finish choice, the events of a WebSocket the SDK did not open (`_websocket`)."""
 
-    __slots__ = ("__pydantic_extra__",)
+    __slots__ = ("_data",)
 
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.__pydantic_extra__ = fields
+    def __init__(self, data: Any) -> None:
+        self._data: dict[str, Any] = data if isinstance(data, dict) else {}
+
+    @property
+    def __pydantic_extra__(self) -> dict[str, Any]:
+        return self._data
 
     def __getattr__(self, name: str) -> Any:
-        return self.__pydantic_extra__.get(name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self._data.get(name)
+        return JSONObject(value) if isinstance(value, dict) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
 
 
 def usage_attributes(usage: Any) -> dict[str, Any]:
@@ -199,7 +211,7 @@ def usage_attributes(usage: Any) -> dict[str, Any]:
     if usage is None:
         return attrs
     if type(usage) is dict:
-        usage = _JSONUsage(usage)
+        usage = JSONObject(usage)
     inp = _int(getattr(usage, "prompt_tokens", None))
     out = _int(getattr(usage, "completion_tokens", None))
     if inp is None and out is None:  # Responses API names

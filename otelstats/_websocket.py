@@ -33,7 +33,7 @@ from typing import Any
 
 from . import semconv
 from ._instr_calls import RESPONSES, Prepared
-from ._instr_telemetry import Telemetry
+from ._instr_telemetry import JSONObject, Telemetry
 from ._streams import ResponsesState
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -63,7 +63,7 @@ def _server_of(ws: Any) -> Any:
     else:
         secure = type(getattr(ws, "socket", None)).__name__ == "SSLSocket"
     path = (getattr(request, "path", "") or "").partition("?")[0].rstrip("/")
-    return SimpleNamespace(_base_url=_Url(host, secure, path.removesuffix("/responses")))
+    return SimpleNamespace(base_url=_Url(host, secure, path.removesuffix("/responses")))
 
 
 class _Url:
@@ -265,23 +265,4 @@ def _sdk_event(connection: Any, data: Any) -> Any:
 
 
 def json_event(connection: Any, data: Any) -> Any:
-    return _JSON(json.loads(data))
-
-
-class _JSON:
-    """A JSON object read as the SDK's models are (a missing member is None): the events of a
-    connection the SDK did not open."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Any) -> None:
-        self._data = data if isinstance(data, dict) else {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        value = self._data.get(name)
-        return _JSON(value) if isinstance(value, dict) else value
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._data
+    return JSONObject(json.loads(data))

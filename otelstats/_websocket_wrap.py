@@ -97,9 +97,8 @@ class Sockets:
         return found
 
     def raw_socket(self, ws: Any) -> Socket | None:
-        """A websockets connection's Socket: one the SDK did not open, on a Responses path."""
-        if _INSIDE.get() is not None:
-            return None  # the SDK's own reads and sends, watched there
+        """A websockets connection's Socket: one the SDK did not open, on a Responses path
+        (asked outside the SDK's own reads and sends only: the wrappers check `_INSIDE`)."""
         try:
             return self.raw[ws]
         except KeyError:
