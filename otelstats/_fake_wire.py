@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +18,11 @@ from typing import Any, Literal
 UsageMode = Literal["final", "none", "continuous", "on_finish"]
 """final: OpenAI (a usage-only chunk when include_usage); none: never; continuous: vLLM
 (cumulative usage on every chunk); on_finish: llama.cpp (usage + timings on the finish chunk)."""
-Terminal = Literal["completed", "incomplete", "failed", "error"]
+Terminal = Literal[
+    "completed", "incomplete", "failed", "error", "cancelled", "queued", "in_progress"
+]
+"""How a Responses answer ends (`error`: an error event in a stream); a retrieved response may
+also still be going on (`queued`, `in_progress`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class Reply:
     prompt_tokens: int | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    server_seconds: int = 0
+    """Responses: how long the server says the response took (`completed_at - created_at`)."""
     token_delay: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     raw_body: bytes | None = None
@@ -124,7 +132,11 @@ def render(method: str, path: str, body: Mapping[str, Any], reply: Reply, seq: i
         )
     if reply.status >= 400:
         return _error(reply)
-    route = path.split("?", 1)[0].rstrip("/")
+    route, _, query = path.partition("?")
+    route = route.rstrip("/")
+    stored = _STORED.search(route)
+    if stored is not None:  # a stored (background) response, retrieved or cancelled
+        return _stored(method, stored[1], stored[2], query, body, reply, seq)
     if method == "GET" and route.endswith("/models"):
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
         return Rendered(
@@ -289,10 +301,40 @@ def _embeddings(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
     return Rendered(200, "application/json", json.dumps(payload).encode())
 
 
+_STORED = re.compile(r"/responses/(?!compact$)([^/]+)(/cancel)?$")
+
+
+def _stored(
+    method: str,
+    response_id: str,
+    cancel: str | None,
+    query: str,
+    body: Mapping[str, Any],
+    reply: Reply,
+    seq: int,
+) -> Rendered:
+    """`GET /responses/{id}` (the response as it stands, by `reply.terminal`; with `stream=true`,
+    its events after `starting_after`, as a background response's stream resumes) and `POST
+    /responses/{id}/cancel` (the response, cancelled)."""
+    params = urllib.parse.parse_qs(query)
+    if method == "POST" and cancel:
+        payload = _response_object({}, reply, seq, "cancelled", response_id)
+        return Rendered(200, "application/json", json.dumps(payload).encode())
+    if method != "GET" or cancel:
+        return Rendered(405, "application/json", b'{"error": {"message": "method not allowed"}}')
+    if params.get("stream") == ["true"]:
+        after = int(params.get("starting_after", ["-1"])[0])
+        events = list(_response_events({"background": True}, reply, seq, response_id))
+        return _cut(events[after + 1 :], reply)
+    payload = _response_object({"background": True}, reply, seq, reply.terminal, response_id)
+    return Rendered(200, "application/json", json.dumps(payload).encode())
+
+
 def _response_object(
-    body: Mapping[str, Any], reply: Reply, seq: int, status: str
+    body: Mapping[str, Any], reply: Reply, seq: int, status: str, response_id: str | None = None
 ) -> dict[str, Any]:
-    text = reply.text if status != "in_progress" else ""
+    going_on = status in ("queued", "in_progress")
+    text = reply.text if not going_on else ""
     output_tokens = len(tokens(reply.text))
     prompt = _prompt_tokens(body, reply)
     message = {
@@ -304,12 +346,14 @@ def _response_object(
     }
     done = status in ("completed", "incomplete")
     return {
-        "id": f"resp_fake{seq}",
+        "id": response_id or f"resp_fake{seq}",
         "object": "response",
         "created_at": 1700000000,
+        "completed_at": 1700000000 + reply.server_seconds if status == "completed" else None,
         "status": status,
+        "background": bool(body.get("background")),
         "model": str(body.get("model", "fake")),
-        "output": [message] if status != "in_progress" else [],
+        "output": [message] if not going_on else [],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
@@ -344,19 +388,26 @@ def _compaction(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
 
 def _responses(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
     if not body.get("stream"):
-        payload = _response_object(body, reply, seq, reply.terminal)
+        # A background create answers at once, the response still to come.
+        status = "queued" if body.get("background") else reply.terminal
+        payload = _response_object(body, reply, seq, status)
         return Rendered(200, "application/json", json.dumps(payload).encode())
     events = list(_response_events(body, reply, seq))
     return _cut(events, reply)
 
 
-def _response_events(body: Mapping[str, Any], reply: Reply, seq: int) -> Iterator[bytes]:
+def _response_events(
+    body: Mapping[str, Any], reply: Reply, seq: int, response_id: str | None = None
+) -> Iterator[bytes]:
     counter = iter(range(10_000))
 
     def event(kind: str, **data: Any) -> bytes:
         return _sse({"type": kind, "sequence_number": next(counter), **data}, event=kind)
 
-    yield event("response.created", response=_response_object(body, reply, seq, "in_progress"))
+    def response(status: str) -> dict[str, Any]:
+        return _response_object(body, reply, seq, status, response_id)
+
+    yield event("response.created", response=response("in_progress"))
     item = {"type": "message", "id": f"msg_fake{seq}", "status": "in_progress", "role": "assistant"}
     yield event("response.output_item.added", output_index=0, item={**item, "content": []})
     part = {"type": "output_text", "text": "", "annotations": []}
@@ -368,5 +419,4 @@ def _response_events(body: Mapping[str, Any], reply: Reply, seq: int) -> Iterato
     if reply.terminal == "error":
         yield event("error", code="server_error", message=reply.error_message, param=None)
         return
-    final = _response_object(body, reply, seq, reply.terminal)
-    yield event(f"response.{reply.terminal}", response=final)
+    yield event(f"response.{reply.terminal}", response=response(reply.terminal))

@@ -18,6 +18,7 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import get_current_span
 
 from . import semconv
+from ._background import WAITING, park_answer
 from ._instr_telemetry import Call, Server, Telemetry, timings_attributes, usage_attributes
 from ._long_strings import captured
 from ._streams import (
@@ -267,8 +268,14 @@ def finish_object(call: Call, endpoint: Endpoint, result: Any, capture: bool) ->
             attrs[semconv.RESPONSE_FINISH_REASONS] = reasons
         if capture and choices:
             attrs[semconv.OUTPUT_MESSAGES] = captured([_answer(c) for c in choices])
-    outcome: Outcome = "error" if semconv.ERROR_TYPE in attrs else "ok"
-    call.end(outcome, attrs)
+    if semconv.ERROR_TYPE in attrs:
+        call.end("error", attrs)
+    elif not (
+        endpoint is RESPONSES
+        and getattr(result, "status", None) in WAITING
+        and park_answer(call, result, attrs)
+    ):
+        call.end("ok", attrs)
 
 
 def _answer(choice: Any) -> Any:

@@ -28,6 +28,7 @@ from opentelemetry.trace import (
 
 from . import semconv
 from ._coexist import encloses_call, mark
+from ._parked import ParkedResponses
 from .conversation import ResponseChains
 from .records import Outcome
 
@@ -92,6 +93,8 @@ class Telemetry:
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self.unfinished: dict[int, Unfinished] = {}
         """Streams handed out and not ended yet, by id: `end_unfinished` ends them at exit."""
+        self.parked = ParkedResponses(self.unfinished)
+        """Background responses still going on at the server (`_background`)."""
         self.generation = 0
         """How many forks deep this process is from the one that made this: a call belongs to
         the process that started it (`Call.end` in a fork child records nothing of it)."""
@@ -112,12 +115,15 @@ class Telemetry:
         of its own."""
         self.generation += 1
         self.unfinished.clear()
+        self.parked.after_fork()
         self.response_chains.after_fork()
 
     def end_unfinished(self) -> None:
         """End every stream still open (left mid-way, neither closed nor garbage collected: a
         script whose stream variable lives until the end), as if closed now: at interpreter
-        exit, before the last spans are flushed, so that no call made is lost."""
+        exit, before the last spans are flushed, so that no call made is lost. Background
+        responses still going on are recorded as they stood when last seen (`_parked`)."""
+        self.parked.closed = True
         for stream in list(self.unfinished.values()):
             try:
                 stream.stopped()
@@ -337,16 +343,18 @@ class Call:
         error: BaseException | None = None,
         first_chunk_s: float | None = None,
         per_chunk_s: float | None = None,
+        ended: float | None = None,
     ) -> None:
         """`first_chunk_s`: time to the first chunk of a stream; `per_chunk_s`: the mean time
-        between its chunks after the first (the `time_per_output_chunk` metric)."""
+        between its chunks after the first (the `time_per_output_chunk` metric); `ended`: when
+        the call ended (`perf_counter`), if not now (a background response, `_background`)."""
         if self.done:
             return
         self.done = True
         if self.generation != self.telemetry.generation:
             return  # started before this process was forked: the parent's call, recorded there
         try:
-            self._end(outcome, attributes, error, first_chunk_s, per_chunk_s)
+            self._end(outcome, attributes, error, first_chunk_s, per_chunk_s, ended)
         except Exception:
             self.telemetry.internal_error("ending a span")
 
@@ -357,8 +365,9 @@ class Call:
         error: BaseException | None,
         first_chunk_s: float | None,
         per_chunk_s: float | None,
+        ended: float | None,
     ) -> None:
-        duration = time.perf_counter() - self.start
+        duration = (time.perf_counter() if ended is None else ended) - self.start
         if outcome != "ok":  # ok is what `span_to_record` reads from a span without one
             attributes[semconv.OTELSTATS_OUTCOME] = outcome
         if first_chunk_s is not None:
@@ -372,7 +381,7 @@ class Call:
             span.set_attributes(attributes)
         if outcome == "error" or (outcome == "incomplete" and error is not None):
             span.set_status(StatusCode.ERROR, str(error)[:200] if error is not None else None)
-        span.end()
+        span.end(None if ended is None else self.start_ns + int(duration * 1e9))
 
         telemetry = self.telemetry
         if self.remember:

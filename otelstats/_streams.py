@@ -109,7 +109,10 @@ class StreamState:
         self.last = now
         self.content += 1
 
-    def end(self, outcome: Outcome, error: BaseException | None = None) -> None:
+    def end(
+        self, outcome: Outcome, error: BaseException | None = None, ended: float | None = None
+    ) -> None:
+        """End the call (once); `ended`: when, if not now (`perf_counter`)."""
         call = self.call
         call.telemetry.unfinished.pop(id(self), None)
         if call.done:
@@ -141,7 +144,9 @@ class StreamState:
                 per_chunk_s = max((self.last - self.first) / (self.content - 1), 0.0)
         # The chunk count and the last chunk's time are not span attributes: nothing reads them
         # from a span, and each attribute costs the caller about a microsecond.
-        call.end(outcome, attrs, error=error, first_chunk_s=first_s, per_chunk_s=per_chunk_s)
+        call.end(
+            outcome, attrs, error=error, first_chunk_s=first_s, per_chunk_s=per_chunk_s, ended=ended
+        )
 
     def exhausted(self) -> None:
         """The SDK's iteration ended: complete if the server said so (a finish reason, a
@@ -313,8 +318,22 @@ class CompletionState(StreamState):
 _RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
+class StoodWith(Exception):
+    """The message of the error a parked call stood with (its type is recorded by name)."""
+
+
+_PARKS: frozenset[Outcome] = frozenset({"incomplete", "cancelled"})
+"""How a background response's stream may end while the response goes on at the server."""
+
+
 class ResponsesState(StreamState):
-    __slots__ = ()
+    __slots__ = ("background",)
+
+    def __init__(self, call: Call, *, hide_usage: bool = False) -> None:
+        super().__init__(call, hide_usage=hide_usage)
+        self.background = False
+        """A background response (`background=True`): it goes on at the server whatever
+        becomes of this stream, and may be followed up later (`_background`)."""
 
     def feed(self, item: Any) -> bool:
         kind = item.type
@@ -327,7 +346,9 @@ class ResponsesState(StreamState):
             response = item.response
             self.model = response.model or self.model
             self.response_id = response.id or self.response_id
-            if kind != "response.created":
+            if kind == "response.created":
+                self.background = getattr(response, "background", None) is True
+            else:
                 self.usage = response.usage
                 self.finished = True
                 self.extra.update(response_outcome(response))
@@ -341,6 +362,32 @@ class ResponsesState(StreamState):
             self.end("error")
         else:
             super().exhausted()
+
+    def end(
+        self, outcome: Outcome, error: BaseException | None = None, ended: float | None = None
+    ) -> None:
+        """A background response's stream cut or left before its end is parked: the response
+        goes on, and the app may resume its stream or poll for it (`_parked`). A call given
+        its end time ends for good."""
+        if (
+            ended is None
+            and self.background
+            and outcome in _PARKS
+            and self.response_id
+            and not self.call.done
+            and self.call.telemetry.parked.park(self.response_id, self, outcome, error)
+        ):
+            return
+        super().end(outcome, error, ended)
+
+    def give_up(
+        self, outcome: Outcome, error_type: str | None, message: str | None, ended: float
+    ) -> None:
+        """A parked call no one followed up: end it as it stood when it was parked (`_parked`).
+        An end time: the call ends for good."""
+        if error_type is not None:
+            self.extra.setdefault(semconv.ERROR_TYPE, error_type)
+        self.end(outcome, None if message is None else StoodWith(message), ended)
 
     def delta(self) -> None:
         """One output event, seen but not parsed (`_websocket`, an app's own `recv_bytes`)."""

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import register_post_import_hook, wrap_function_wrapper
 
 from . import semconv
+from ._background import FOLLOW_UPS, FOLLOWED, follow_up
 from ._coexist import DuplicateMarker
 from ._instr_calls import (
     CHAT,
@@ -84,7 +85,7 @@ _SOCKETS = (
 _MODULES = tuple(
     dict.fromkeys(
         [name for target in _TARGETS for name in target[0]]
-        + [module for module, _, _ in CONNECTIONS + BASES + WEBSOCKETS]
+        + [module for module, _, _ in FOLLOW_UPS + CONNECTIONS + BASES + WEBSOCKETS]
     )
 )
 """Every module a target may live in, each once, in order."""
@@ -192,6 +193,12 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 wrapper = factory(telemetry, resource_call(telemetry, endpoint))
             wrap_function_wrapper(owner, name, wrapper)
             self._wrapped.append((owner, name))
+        for name, cls, is_async in FOLLOW_UPS:
+            owner = getattr(module, cls, None) if module.__name__ == name else None
+            for method in FOLLOWED if isinstance(owner, type) else ():
+                if callable(vars(owner).get(method)) and (owner, method) not in self._wrapped:
+                    wrap_function_wrapper(owner, method, follow_up(telemetry, is_async))
+                    self._wrapped.append((owner, method))
         self._wrap_sockets(module)
 
     def _wrap_sockets(self, module: Any) -> None:

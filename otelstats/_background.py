@@ -1,0 +1,142 @@
+"""Background responses (`responses.create(background=True)`): one call, from the create to the
+response's end, whichever way the app learns of that end.
+
+A background create returns at once, the response `queued` or `in_progress`, with no output and no
+usage; or its stream may be cut, or left, while the response goes on at the server. The app
+then polls (`responses.retrieve(id)`), resumes the stream (`responses.retrieve(id, stream=True,
+starting_after=n)` or `responses.stream(response_id=id)`) or cancels (`responses.cancel(id)`).
+The call stays open meanwhile (`_parked`); the first follow-up that shows the response finished
+ends it with the response's usage and outcome, and a resumed stream is read as the rest of the
+first one. The follow-ups themselves are not calls: they cost no tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from . import semconv
+from ._instr_telemetry import Call, Telemetry
+from ._parked import Parked
+from ._streams import AsyncStreamProxy, ResponsesState, SyncStreamProxy, response_outcome
+from .records import Outcome
+
+WAITING = frozenset({"queued", "in_progress"})
+"""A background response's statuses before its end (then completed, incomplete, failed or
+cancelled)."""
+
+FOLLOW_UPS = (
+    ("openai.resources.responses.responses", "Responses", False),
+    ("openai.resources.responses.responses", "AsyncResponses", True),
+    ("openai.resources.beta.responses.responses", "Responses", False),
+    ("openai.resources.beta.responses.responses", "AsyncResponses", True),
+)
+"""(module, class, is_async): the SDK's Responses resources, whose `retrieve` and `cancel` are
+followed (the `responses.stream(response_id=...)` helper resumes through `retrieve`)."""
+FOLLOWED = ("retrieve", "cancel")
+
+
+def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
+    """A background create's answer, the response still to come: keep the call open under the
+    response's id, as it stands (`attributes`). False: not kept (no id, or at exit)."""
+    response_id = attributes.get(semconv.RESPONSE_ID)
+    if not isinstance(response_id, str):
+        return False
+    state = ResponsesState(call)
+    state.background = True
+    state.response_id = response_id
+    state.model = attributes.pop(semconv.RESPONSE_MODEL, None)
+    attributes.pop(semconv.OUTPUT_MESSAGES, None)  # no output yet
+    state.extra.update(attributes)
+    if call.telemetry.parked.park(response_id, state, "ok", None):
+        return True
+    call.telemetry.unfinished.pop(id(state), None)
+    return False
+
+
+def _settle(parked: Parked, response: Any) -> None:
+    """End a parked call with the finished `response` a follow-up returned."""
+    state: ResponsesState = parked.state
+    state.model = response.model or state.model
+    if response.usage is not None:
+        state.usage = response.usage
+    state.finished = True
+    state.extra.pop(semconv.RESPONSE_FINISH_REASONS, None)  # the status it was parked with
+    state.extra.update(response_outcome(response))
+    if state.texts is not None:  # content capture: the whole answer, as the response has it
+        text = getattr(response, "output_text", None)
+        if text:
+            state.texts = {0: [text]}
+    outcome: Outcome = "ok"
+    if response.status == "cancelled":
+        outcome = "cancelled"
+    elif semconv.ERROR_TYPE in state.extra:
+        outcome = "error"
+    state.end(outcome, ended=_ended(parked, response))
+
+
+def _ended(parked: Parked, response: Any) -> float:
+    """When the response ended (`perf_counter`): now, the follow-up's return, or earlier by the
+    server's own clock (`completed_at - created_at`, whole seconds): a poll every few seconds
+    must not stretch the call's duration (and lower its tokens per second)."""
+    now = perf_counter()
+    created = getattr(response, "created_at", None)
+    completed = getattr(response, "completed_at", None)
+    if not isinstance(created, (int, float)) or not isinstance(completed, (int, float)):
+        return now
+    took = float(completed - created)
+    if took < 0:
+        return now
+    start: float = parked.state.call.start
+    return min(now, max(parked.since, start + took))
+
+
+def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
+    """What a `retrieve` / `cancel` returned, seen: it may end, or resume, a parked call."""
+    response_id = args[0] if args else kwargs.get("response_id")
+    parked_calls = telemetry.parked
+    if type(response_id) is not str or response_id not in parked_calls:
+        return result
+    try:
+        if hasattr(result, "__next__") or hasattr(result, "__anext__"):
+            parked = parked_calls.take(response_id)
+            if parked is None:
+                return result
+            state: ResponsesState = parked.state
+            telemetry.unfinished[id(state)] = state
+            if hasattr(result, "__anext__"):
+                return AsyncStreamProxy(result, state)
+            return SyncStreamProxy(result, state)
+        if getattr(result, "object", None) != "response":
+            return result  # a raw response: its body is the user's to read
+        if getattr(result, "status", None) in WAITING:
+            return result
+        parked = parked_calls.take(response_id)
+        if parked is not None:
+            _settle(parked, result)
+    except Exception:
+        telemetry.internal_error("following a background response")
+    return result
+
+
+def follow_up(telemetry: Telemetry, is_async: bool) -> Callable[..., Any]:
+    """A wrapper of `retrieve` / `cancel`: the SDK's call as it is, then what it returned seen.
+    With nothing parked it costs one check."""
+    if is_async:
+
+        async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = await wrapped(*args, **kwargs)
+            if not telemetry.parked:
+                return result
+            return _followed(telemetry, args, kwargs, result)
+
+        return async_wrapper
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        if not telemetry.parked:
+            return result
+        return _followed(telemetry, args, kwargs, result)
+
+    return wrapper

@@ -1,0 +1,131 @@
+"""Background responses this process started and has not yet seen end (see `_background`).
+
+A background response (`responses.create(background=True)`) goes on at the server after the
+create returns, or after its stream is cut or left: its call stays open here, under its response
+id, until the app reads its end (a `retrieve` or `cancel` that returns it finished, or a resumed
+stream's terminal event). One the app never follows up is given up after `MAX_AGE_S`, when many
+more are waiting, or at exit: it is then recorded as it stood when it was parked, so nothing
+recorded before background responses were followed is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .records import Outcome
+
+MAX_AGE_S = 3600.0
+"""A parked call not followed up for this long is given up (deep research runs for minutes)."""
+MAX_PARKED = 4096
+"""At most this many parked calls per instrumentation; the oldest is given up first."""
+
+
+class Ends(Protocol):
+    """What a parked call is kept as: the Responses stream state that ends it (`_streams`)."""
+
+    def give_up(
+        self, outcome: Outcome, error_type: str | None, message: str | None, ended: float
+    ) -> None:
+        """End the call for good, at `ended`, as `outcome` (with an error of that type and
+        message, if it had one)."""
+
+
+@dataclass(eq=False, slots=True)
+class Parked:
+    response_id: str
+    state: Any
+    """The call's `ResponsesState` (an `Ends`): what it has shown so far."""
+    outcome: Outcome
+    """How the call ends if it is given up: as it stood when it was parked."""
+    error_type: str | None
+    message: str | None
+    """The error it stood with, by name: not the exception itself, whose traceback would keep
+    the stream and its frames alive while the response goes on."""
+    since: float
+    """When it was parked (`perf_counter`): its end if it is given up."""
+    registry: ParkedResponses
+
+    def stopped(self) -> None:
+        """At exit (`Telemetry.end_unfinished`): give it up."""
+        self.registry.give_up(self)
+
+
+class ParkedResponses:
+    """Parked calls by response id, oldest first. Thread-safe."""
+
+    def __init__(self, unfinished: dict[int, Any]) -> None:
+        self._by_id: dict[str, Parked] = {}
+        self._lock = threading.Lock()
+        self._unfinished = unfinished
+        """The instrumentation's calls still open (`Telemetry.unfinished`), ended at exit."""
+        self.closed = False
+        """Set at exit: nothing is parked any more, calls end as they are."""
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+    def __contains__(self, response_id: object) -> bool:
+        return response_id in self._by_id
+
+    def park(
+        self, response_id: str, state: Ends, outcome: Outcome, error: BaseException | None
+    ) -> bool:
+        """Keep `state`'s call open under `response_id`; False (nothing kept) once closed."""
+        if self.closed:
+            return False
+        error_type = message = None
+        if error is not None:
+            error_type, message = type(error).__qualname__, str(error)[:200]
+        parked = Parked(response_id, state, outcome, error_type, message, perf_counter(), self)
+        with self._lock:
+            replaced = self._by_id.get(response_id)
+            if replaced is not None and replaced.state is state:
+                return True  # parked already (its stream, cut, then collected or closed)
+            self._unfinished.pop(id(state), None)
+            replaced = self._by_id.pop(response_id, None)
+            self._by_id[response_id] = parked
+            self._unfinished[id(parked)] = parked
+        if replaced is not None:
+            self.give_up(replaced)
+        self.sweep()
+        return True
+
+    def take(self, response_id: str) -> Parked | None:
+        """The call parked under `response_id`, no longer parked (None: not parked, or another
+        thread took it first)."""
+        with self._lock:
+            parked = self._by_id.pop(response_id, None)
+            if parked is not None:
+                self._unfinished.pop(id(parked), None)
+        self.sweep()
+        return parked
+
+    def give_up(self, parked: Parked) -> None:
+        """End a parked call as it stood when it was parked."""
+        with self._lock:
+            if self._by_id.get(parked.response_id) is parked:
+                del self._by_id[parked.response_id]
+            self._unfinished.pop(id(parked), None)
+        parked.state.give_up(parked.outcome, parked.error_type, parked.message, parked.since)
+
+    def sweep(self) -> None:
+        """Give up what has waited longer than `MAX_AGE_S`, and the oldest beyond `MAX_PARKED`."""
+        oldest = perf_counter() - MAX_AGE_S
+        stale: list[Parked] = []
+        with self._lock:
+            excess = len(self._by_id) - MAX_PARKED
+            for parked in self._by_id.values():  # oldest first
+                if parked.since >= oldest and len(stale) >= excess:
+                    break
+                stale.append(parked)
+        for parked in stale:
+            self.give_up(parked)
+
+    def after_fork(self) -> None:
+        """In a fork child: the parked calls are the parent's, which records them."""
+        self._lock = threading.Lock()
+        self._by_id.clear()

@@ -1,0 +1,262 @@
+"""Background responses (`responses.create(background=True)`): one call from the create to the
+response's end, read from whichever follow-up shows it (a poll, a resumed stream, a cancel),
+against the fake server's background mode and the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from otelstats import _parked, semconv
+from otelstats.fake_server import FakeOpenAIServer, Reply
+
+from .conftest import Otel, differential, make_otel, needs_responses
+
+pytestmark = needs_responses
+
+TEXT = "Deep research takes a while to finish."
+
+
+def _poll(client: openai.OpenAI, response: Any) -> list[str]:
+    """The documented loop: retrieve until the status is no longer queued or in_progress."""
+    seen = [response.status]
+    while response.status in {"queued", "in_progress"}:
+        response = client.responses.retrieve(response.id)
+        seen.append(response.status)
+    return [*seen, response.output_text]
+
+
+def test_a_background_response_polled_to_its_end_is_one_call(server: FakeOpenAIServer) -> None:
+    def scenario() -> list[str]:
+        # the create (queued), two polls while it runs, the poll that finds it done
+        server.push(Reply(), Reply(terminal="queued"), Reply(terminal="in_progress"))
+        server.push(Reply(text=TEXT))
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            response = client.responses.create(model="o3", input="research", background=True)
+            return _poll(client, response)
+
+    bare, instrumented, otel = differential(scenario)
+    assert bare == instrumented == ["queued", "queued", "in_progress", "completed", TEXT]
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.finish_reasons == ("completed",)
+    assert record.tokens_source == "reported"
+    assert record.output_tokens == len(TEXT.split())
+    assert record.input_tokens
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert str(span.attributes[semconv.RESPONSE_ID]).startswith("resp_")
+
+
+def test_the_duration_is_the_servers_not_the_polling_interval(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """The server took 1 s (`completed_at - created_at`); the app polled after 2.5 s."""
+    server.push(Reply(), Reply(server_seconds=1))
+    response = client.responses.create(model="o3", input="research", background=True)
+    time.sleep(2.5)
+    assert client.responses.retrieve(response.id).status == "completed"
+    record = otel.record()
+    assert 1.0 <= record.duration_s < 1.5
+    assert record.tokens_per_second is not None
+    assert record.tokens_per_second >= record.output_tokens / 1.5  # not / 2.5
+
+
+def test_async_background_response_polled_to_its_end(
+    server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    server.push(Reply(), Reply(terminal="in_progress"), Reply(text=TEXT))
+
+    async def run() -> str:
+        async with new_aclient() as client:
+            response = await client.responses.create(model="o3", input="go", background=True)
+            while response.status in {"queued", "in_progress"}:
+                response = await client.responses.retrieve(response.id)
+            return response.output_text
+
+    assert asyncio.run(run()) == TEXT
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "error_type", "reasons"),
+    [
+        ("failed", "error", "server_error", ()),
+        ("incomplete", "ok", None, ("max_output_tokens",)),
+    ],
+)
+def test_a_background_response_that_fails_or_stops_short(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    client: openai.OpenAI,
+    status: Any,
+    outcome: str,
+    error_type: str | None,
+    reasons: tuple[str, ...],
+) -> None:
+    server.push(Reply(), Reply(terminal=status))
+    response = client.responses.create(model="o3", input="research", background=True)
+    assert client.responses.retrieve(response.id).status == status
+    record = otel.record()
+    assert (record.outcome, record.error_type) == (outcome, error_type)
+    assert record.finish_reasons == reasons
+
+
+def test_a_cancelled_background_response_is_cancelled(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    response = client.responses.create(model="o3", input="research", background=True)
+    assert otel.records() == []  # still going on
+    assert client.responses.cancel(response.id).status == "cancelled"
+    assert client.responses.retrieve(response.id).status == "completed"  # not a second call
+    record = otel.record()
+    assert record.outcome == "cancelled"
+    assert record.finish_reasons == ("cancelled",)
+
+
+def _resumed(client: openai.OpenAI, server: FakeOpenAIServer, how: str) -> list[str]:
+    """A background stream cut after 5 events, resumed after the last event read."""
+    server.push(Reply(text=TEXT, cut_after=5, cut_mode="reset"), Reply(text=TEXT))
+    seen: list[Any] = []
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    with pytest.raises(openai.APIConnectionError):
+        seen.extend(stream)
+    response_id = seen[0].response.id
+    last = seen[-1].sequence_number
+    if how == "retrieve":
+        rest = client.responses.retrieve(response_id, stream=True, starting_after=last)
+        seen.extend(rest)
+    else:  # the SDK's helper, which resumes through `retrieve`
+        with client.responses.stream(response_id=response_id, starting_after=last) as rest:
+            seen.extend(rest)
+    return [e.type for e in seen]
+
+
+@pytest.mark.parametrize("how", ["retrieve", "stream_helper"])
+def test_a_cut_background_stream_resumed_is_one_call(server: FakeOpenAIServer, how: str) -> None:
+    def scenario() -> list[str]:
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            return _resumed(client, server, how)
+
+    bare, instrumented, otel = differential(scenario)
+    assert bare == instrumented
+    assert instrumented[0] == "response.created"
+    assert instrumented[-1] == "response.completed"
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.tokens_source == "reported"
+    assert record.output_tokens == len(TEXT.split())
+    assert record.time_to_first_chunk_s is not None
+
+
+def test_a_background_stream_left_then_polled_is_one_call(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(text=TEXT), Reply(text=TEXT))
+    with client.responses.create(model="o3", input="go", background=True, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                break  # the user stops reading; the response goes on at the server
+    assert otel.records() == []
+    assert client.responses.retrieve(response_id).status == "completed"
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+    assert record.time_to_first_chunk_s is not None
+
+
+def test_a_cut_background_stream_collected_before_its_poll_is_one_call(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    server.push(Reply(text=TEXT, cut_after=5, cut_mode="reset"), Reply(text=TEXT))
+    seen: list[Any] = []
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    with pytest.raises(openai.APIConnectionError):
+        seen.extend(stream)
+    response_id = seen[0].response.id
+    del stream, seen
+    gc.collect()  # the stream's proxy is freed: the response still goes on
+    assert otel.records() == []
+    assert client.responses.retrieve(response_id).status == "completed"
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+
+
+def test_a_background_response_never_followed_is_recorded_at_exit(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    started = time.perf_counter()
+    client.responses.create(model="o3", input="research", background=True)
+    returned = time.perf_counter() - started
+    time.sleep(0.3)
+    assert otel.records() == []
+    otel.instrumentor.end_unfinished()
+    record = otel.record()
+    assert record.outcome == "ok"
+    assert record.finish_reasons == ("queued",)  # as it stood when last seen
+    assert record.tokens_source == "none"
+    assert record.duration_s <= returned  # the create's own time, not the time until exit
+
+
+def test_a_cut_background_stream_never_followed_is_cut_short_at_exit(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """As a cut stream was recorded before background responses were followed."""
+    server.push(Reply(text=TEXT, cut_after=5, cut_mode="reset"))
+    with pytest.raises(openai.APIConnectionError):
+        list(client.responses.create(model="o3", input="go", background=True, stream=True))
+    assert otel.records() == []
+    otel.instrumentor.end_unfinished()
+    record = otel.record()
+    assert (record.outcome, record.error_type) == ("incomplete", "APIConnectionError")
+    assert record.time_to_first_chunk_s is not None
+    (span,) = otel.finished()
+    assert span.status.description  # the connection error's message
+
+
+def test_a_parked_call_is_given_up_after_its_age(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_parked, "MAX_AGE_S", 0.5)
+    first = client.responses.create(model="o3", input="research", background=True)
+    time.sleep(0.6)
+    client.responses.create(model="o3", input="more research", background=True)
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert span.attributes[semconv.RESPONSE_ID] == first.id
+    assert otel.record().finish_reasons == ("queued",)
+
+
+def test_follow_ups_of_other_responses_are_not_calls(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """A retrieve of a response this process did not leave going on (a finished one, another
+    process's) records nothing; a raw retrieve leaves the body to the user."""
+    done = client.responses.create(model="m", input="hi")
+    assert client.responses.retrieve(done.id).status == "completed"
+    assert client.responses.retrieve("resp_elsewhere").id == "resp_elsewhere"
+    assert len(otel.records()) == 1
+    pending = client.responses.create(model="o3", input="research", background=True)
+    raw = client.responses.with_raw_response.retrieve(pending.id)
+    assert raw.parse().status == "completed"
+    assert len(otel.records()) == 1  # still going on, as far as otelstats read
+    client.responses.retrieve(pending.id)
+    assert len(otel.records()) == 2
+
+
+def test_uninstrumented_follow_ups_are_the_sdks(server: FakeOpenAIServer) -> None:
+    otel = make_otel()
+    assert hasattr(openai.resources.responses.Responses.retrieve, "__wrapped__")
+    assert hasattr(openai.resources.responses.AsyncResponses.cancel, "__wrapped__")
+    otel.instrumentor.uninstrument()
+    assert openai.resources.responses.Responses.retrieve.__qualname__ == "Responses.retrieve"
+    assert openai.resources.responses.Responses.cancel.__qualname__ == "Responses.cancel"
+    assert not hasattr(openai.resources.responses.Responses.retrieve, "__wrapped__")
