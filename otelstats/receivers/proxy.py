@@ -15,19 +15,16 @@ import logging
 import os
 import threading
 import time
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import Flask, Response, request
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import WebsocketMismatch
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -37,7 +34,8 @@ from ..config import SDK_DISABLED_WARNING, sdk_disabled
 from ..conversation import ResponseChains
 from ..conversation import from_request as conversation_from_request
 from ..usage_request import may_refuse_usage, sends_usage_unasked, with_usage
-from ._accounting import OPERATIONS, CallTally, SSESplitter, carries_output, parse_event
+from ._accounting import OPERATIONS, CallTally
+from ._proxy_call import ProxiedCall, error_response
 from ._upstream import (
     CONVERSATION_HEADER,
     Upstream,
@@ -70,11 +68,6 @@ class ProxyOptions:
     proxy` uses the user's, as `instrument()` does, so both group a conversation alike."""
 
 
-def _error(status: int, message: str, kind: str) -> Response:
-    body = {"error": {"message": message, "type": kind, "code": status}}
-    return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
 def _conversation_id(raw: str | None) -> str | None:
     if not raw:
         return None
@@ -91,139 +84,6 @@ def _from_body(body: Mapping[str, Any], salt: bytes, chains: ResponseChains) -> 
         # Only the class: a message could quote the request, which is the user's.
         log.warning("otelstats proxy: no conversation id for a request (%s)", type(exc).__name__)
         return None
-
-
-class _Call:
-    """One forwarded request: sends it, relays the answer and ends its span exactly once."""
-
-    def __init__(
-        self,
-        upstream: Upstream,
-        options: ProxyOptions,
-        tracer: trace.Tracer,
-        tally: CallTally | None,
-        conversation_id: str | None,
-        chains: ResponseChains | None = None,
-    ) -> None:
-        self.upstream = upstream
-        self.options = options
-        self.tally = tally
-        self.conversation_id = conversation_id
-        self.chains = chains
-        """Where a Responses call remembers its response id (the next turn's previous one)."""
-        self.span = None
-        if tally is not None:
-            operation = OPERATIONS.get(tally.endpoint, semconv.OPERATION_CHAT)
-            name = f"{operation} {tally.request_model}" if tally.request_model else operation
-            self.span = tracer.start_span(
-                name,
-                context=otel_context.Context(),  # a root span: never a child of the proxy's work
-                kind=SpanKind.CLIENT,
-                start_time=tally.start_ns,
-            )
-            if conversation_id is not None:
-                self.span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
-
-    def send(
-        self, method: str, endpoint: str, body: bytes | None, headers: Mapping[str, str]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = self.upstream.connection(self.options.connect_timeout)
-        target = f"{self.upstream.base_path}/{endpoint}"
-        if request.query_string:
-            target += "?" + request.query_string.decode("latin-1")
-        try:
-            conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(self.options.timeout)
-            conn.request(method, target, body=body, headers=dict(headers))
-            return conn, conn.getresponse()
-        except TimeoutError:
-            conn.close()
-            raise UpstreamFailure(
-                504, "timeout", f"the upstream {self._where()} did not answer in time"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-            raise UpstreamFailure(
-                502,
-                exc.__class__.__name__,
-                f"the upstream {self._where()} is unreachable: {reason}",
-            ) from None
-
-    def _where(self) -> str:
-        return f"{self.upstream.scheme}://{self.upstream.host}:{self.upstream.port}"
-
-    def finish(self, error_type: str | None = None) -> None:
-        """Record the call (once); `error_type` marks a failure seen by the proxy itself."""
-        if self.span is None or self.tally is None:
-            return
-        span, self.span = self.span, None
-        if error_type is not None and self.tally.error_type is None:
-            self.tally.error_type = error_type
-        attrs = self.tally.attributes(
-            provider=self.options.provider or semconv.PROVIDER_OPENAI,
-            server=(self.upstream.host, self.upstream.port),
-        )
-        span.set_attributes(attrs)
-        response_id = self.tally.response_id
-        if self.chains is not None and response_id and self.conversation_id:
-            self.chains.remember(response_id, self.conversation_id)
-        if attrs[semconv.OTELSTATS_OUTCOME] == "error":
-            span.set_status(Status(StatusCode.ERROR, self.tally.error_type))
-        span.end(end_time=time.time_ns())
-
-    def relay(
-        self,
-        conn: http.client.HTTPConnection,
-        resp: http.client.HTTPResponse,
-        hide_usage_chunk: bool,
-    ) -> Iterator[bytes]:
-        """Yield each SSE event the moment it is complete; record the call when the stream ends."""
-        tally = self.tally
-        splitter = SSESplitter()
-        error_type: str | None = None
-        try:
-            while data := resp.read1(65536):
-                for event in splitter.feed(data):
-                    if tally is not None:
-                        text, parsed = parse_event(event)
-                        if text is not None and text.strip() == "[DONE]":
-                            tally.finished = True
-                        if parsed is not None:
-                            answered = bool(tally.finish_reasons)  # before this event
-                            tally.observe_event(parsed, time.time_ns())
-                            if hide_usage_chunk and _asked_usage(parsed, answered):
-                                continue
-                    yield event
-            rest = splitter.rest()
-            if rest:
-                yield rest
-            if tally is not None and tally.finish_reasons and tally.endpoint != "responses":
-                tally.finished = True
-        except GeneratorExit:
-            if tally is not None:
-                tally.outcome = "cancelled"  # the client went away
-            raise
-        except TimeoutError:
-            error_type = "timeout"
-        except (OSError, http.client.HTTPException) as exc:
-            error_type = exc.__class__.__name__
-        finally:
-            conn.close()
-            self.finish(error_type)
-
-
-def _asked_usage(event: Any, answered: bool) -> bool:
-    """Whether an event is the usage chunk the proxy asked for: usage with empty `choices`, as
-    OpenAI sends it, or (LiteLLM's proxy, MLX servers) with choices that carry nothing, once the
-    answer has finished."""
-    if not isinstance(event, dict) or not event.get("usage"):
-        return False
-    choices = event.get("choices")
-    if choices == []:
-        return True
-    return answered and isinstance(choices, list) and not any(map(carries_output, choices))
 
 
 def create_proxy_app(
@@ -248,7 +108,7 @@ def create_proxy_app(
             f"request body larger than the otelstats proxy accepts ({limit:g} MiB); "
             "start it with a larger --max-request-mb"
         )
-        return _error(413, message, "invalid_request_error")
+        return error_response(413, message, "invalid_request_error")
 
     @app.errorhandler(WebsocketMismatch)
     def _websocket(exc: WebsocketMismatch) -> Response:
@@ -258,16 +118,16 @@ def create_proxy_app(
             "Responses API's WebSocket mode, the Realtime API); send these calls over HTTP, "
             "or record them by instrumenting the SDK"
         )
-        return _error(501, message, "not_implemented")
+        return error_response(501, message, "not_implemented")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return _error(exc.code or 500, exc.description or exc.name, "invalid_request_error")
+        return error_response(exc.code or 500, exc.description or exc.name, "invalid_request_error")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.error("proxy error: %s", exc.__class__.__name__)  # never the request: it has keys
-        return _error(500, "internal error in the otelstats proxy", "proxy_error")
+        return error_response(500, "internal error in the otelstats proxy", "proxy_error")
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -279,21 +139,21 @@ def create_proxy_app(
         if request.method == "GET" and (endpoint == "models" or endpoint.startswith("models/")):
             return _forward_plain(endpoint)
         if endpoint not in OPERATIONS:
-            return _error(404, f"otelstats proxy does not forward /{path}", "not_found")
+            return error_response(404, f"otelstats proxy does not forward /{path}", "not_found")
         if request.method != "POST":
-            return _error(405, f"/{path} takes POST", "invalid_request_error")
+            return error_response(405, f"/{path} takes POST", "invalid_request_error")
         return _forward_call(endpoint)
 
     def _forward_plain(endpoint: str) -> Response:
-        call = _Call(target, opts, tracer, None, None)
+        call = ProxiedCall(target, opts, tracer, None, None)
         try:
             conn, resp = call.send("GET", endpoint, None, forward_headers(request.headers, False))
         except UpstreamFailure as exc:
-            return _error(exc.status, str(exc), exc.error_type)
+            return error_response(exc.status, str(exc), exc.error_type)
         try:
             body = resp.read()
         except (OSError, http.client.HTTPException):
-            return _error(502, "the upstream closed the connection", "upstream_error")
+            return error_response(502, "the upstream closed the connection", "upstream_error")
         finally:
             conn.close()
         return Response(body, status=resp.status, headers=response_headers(resp))
@@ -304,16 +164,18 @@ def create_proxy_app(
         try:
             body = json.loads(raw)
         except ValueError as exc:
-            return _error(
+            return error_response(
                 400, f"the request body is not valid JSON: {exc}", "invalid_request_error"
             )
         if not isinstance(body, dict):
-            return _error(400, "the request body must be a JSON object", "invalid_request_error")
+            return error_response(
+                400, "the request body must be a JSON object", "invalid_request_error"
+            )
         tally = CallTally.for_request(endpoint, body, start_ns)
         conversation_id = _conversation_id(request.headers.get(CONVERSATION_HEADER))
         if conversation_id is None and endpoint != "embeddings":
             conversation_id = _from_body(body, opts.conversation_salt, chains)
-        call = _Call(target, opts, tracer, tally, conversation_id, chains)
+        call = ProxiedCall(target, opts, tracer, tally, conversation_id, chains)
         headers = forward_headers(request.headers, tally.streaming)
         requested = body.get("stream_options")
         stream_options = (
@@ -333,13 +195,13 @@ def create_proxy_app(
             if injected and resp.status in {400, 422}:
                 refusal = _read_refusal(conn, resp)
                 if not may_refuse_usage(refusal):
-                    return _whole(call, conn, resp, refusal)  # the client's own bad request
+                    return call.whole(conn, resp, refusal)  # the client's own bad request
                 # A server that rejects stream_options: send the client's own body.
                 injected = False
                 conn, resp = call.send("POST", endpoint, raw, headers)
         except UpstreamFailure as exc:
             call.finish(exc.error_type)
-            return _error(exc.status, str(exc), exc.error_type)
+            return error_response(exc.status, str(exc), exc.error_type)
         content_type = resp.getheader("Content-Type", "")
         if resp.status < 400 and content_type.startswith("text/event-stream"):
             return Response(
@@ -348,74 +210,9 @@ def create_proxy_app(
                 headers=response_headers(resp),
                 direct_passthrough=True,
             )
-        return _whole(call, conn, resp)
-
-    def _whole(
-        call: _Call,
-        conn: http.client.HTTPConnection,
-        resp: http.client.HTTPResponse,
-        payload: bytes | None = None,
-    ) -> Response:
-        try:
-            if payload is None:
-                payload = resp.read()
-        except TimeoutError:
-            call.finish("timeout")
-            return _error(504, "the upstream did not finish its answer in time", "timeout")
-        except (OSError, http.client.HTTPException) as exc:
-            call.finish(exc.__class__.__name__)
-            return _error(502, "the upstream closed the connection mid-answer", "upstream_error")
-        finally:
-            conn.close()
-        if call.tally is not None:
-            if not 200 <= resp.status < 300:
-                call.tally.error_type = str(resp.status)
-            else:
-                _observe_answer(call.tally, resp, payload)
-        call.finish()
-        return Response(payload, status=resp.status, headers=response_headers(resp))
+        return call.whole(conn, resp)
 
     return app
-
-
-def _observe_answer(tally: CallTally, resp: http.client.HTTPResponse, payload: bytes) -> None:
-    """A whole 2xx answer, forwarded untouched: read for the record. One that is no JSON object
-    (a web page, an empty body, a JSON list), or that answers a request for a stream, is a
-    failure; one compressed in an encoding this cannot read, although identity was asked for,
-    is recorded without usage."""
-    if resp.getheader("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        inflated = _inflated(payload)
-        if inflated is None:
-            return
-        payload = inflated
-    try:
-        answer = json.loads(payload)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        tally.error_type = semconv.NOT_AN_ANSWER
-        return
-    tally.observe_body(answer)
-    if tally.streaming:  # a stream asked for, a whole answer given: an SSE client finds no event
-        tally.error_type = tally.error_type or semconv.NOT_AN_ANSWER
-
-
-INFLATED_MAX_BYTES = 64 * 1024 * 1024
-"""A compressed answer is read for the record up to this size decompressed (the client gets it
-whole either way): an answer that inflates beyond it is recorded without usage."""
-
-
-def _inflated(payload: bytes) -> bytes | None:
-    """A gzip or deflate body decompressed (None for any other encoding: brotli, zstd, or one
-    that inflates beyond INFLATED_MAX_BYTES)."""
-    for wbits in (47, -15):  # gzip or zlib-wrapped deflate (auto-detected), raw deflate
-        inflater = zlib.decompressobj(wbits)
-        try:
-            inflated = inflater.decompress(payload, INFLATED_MAX_BYTES)
-        except zlib.error:
-            continue
-        return None if inflater.unconsumed_tail else inflated
-    return None
 
 
 def _read_refusal(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> bytes:

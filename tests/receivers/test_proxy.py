@@ -264,17 +264,17 @@ def test_an_answer_compressed_against_the_ask_is_still_read(
 def test_a_compressed_answer_is_read_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """gzip, zlib-wrapped and raw deflate are read; anything else, and an answer that would
     inflate beyond the bound (a small body that expands to gigabytes), is not read at all."""
-    from otelstats.receivers import proxy
+    from otelstats.receivers import _proxy_call as proxy
 
     answer = json.dumps({"usage": {"prompt_tokens": 1}}).encode()
     deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
     raw = deflater.compress(answer) + deflater.flush()
     for packed in (gzip.compress(answer), zlib.compress(answer), raw):
-        assert proxy._inflated(packed) == answer
-    assert proxy._inflated(answer) is None  # not compressed (or brotli, zstd)
+        assert proxy.inflated(packed) == answer
+    assert proxy.inflated(answer) is None  # not compressed (or brotli, zstd)
     monkeypatch.setattr(proxy, "INFLATED_MAX_BYTES", 1000)
-    assert proxy._inflated(gzip.compress(b" " * 1000)) == b" " * 1000
-    assert proxy._inflated(gzip.compress(b" " * 1001)) is None
+    assert proxy.inflated(gzip.compress(b" " * 1000)) == b" " * 1000
+    assert proxy.inflated(gzip.compress(b" " * 1001)) is None
 
 
 def test_an_upstream_redirect_is_passed_through_and_recorded_failed(
