@@ -18,13 +18,9 @@ from typing import Any
 
 from . import semconv
 from ._instr_telemetry import Call, Telemetry
-from ._parked import Parked
+from ._parked import WAITING, Parked, server_took
 from ._streams import AsyncStreamProxy, ResponsesState, SyncStreamProxy, response_outcome
 from .records import Outcome
-
-WAITING = frozenset({"queued", "in_progress"})
-"""A background response's statuses before its end (then completed, incomplete, failed or
-cancelled)."""
 
 FOLLOW_UPS = (
     ("openai.resources.responses.responses", "Responses", False),
@@ -77,16 +73,12 @@ def _settle(parked: Parked, response: Any) -> None:
 
 
 def _ended(parked: Parked, response: Any) -> float:
-    """When the response ended (`perf_counter`): now, the follow-up's return, or earlier by the
-    server's own clock (`completed_at - created_at`, whole seconds): a poll every few seconds
-    must not stretch the call's duration (and lower its tokens per second)."""
+    """When the response ended (`perf_counter`): see `server_took`."""
     now = perf_counter()
-    created = getattr(response, "created_at", None)
-    completed = getattr(response, "completed_at", None)
-    if not isinstance(created, (int, float)) or not isinstance(completed, (int, float)):
-        return now
-    took = float(completed - created)
-    if took < 0:
+    took = server_took(
+        getattr(response, "created_at", None), getattr(response, "completed_at", None)
+    )
+    if took is None:
         return now
     start: float = parked.state.call.start
     return min(now, max(parked.since, start + took))

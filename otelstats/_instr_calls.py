@@ -18,9 +18,10 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import get_current_span
 
 from . import semconv
-from ._background import WAITING, park_answer
+from ._background import park_answer
 from ._instr_telemetry import Call, Server, Telemetry, timings_attributes, usage_attributes
 from ._long_strings import captured
+from ._parked import WAITING
 from ._streams import (
     AsyncStreamProxy,
     ChatState,

@@ -123,7 +123,7 @@ class Telemetry:
         script whose stream variable lives until the end), as if closed now: at interpreter
         exit, before the last spans are flushed, so that no call made is lost. Background
         responses still going on are recorded as they stood when last seen (`_parked`)."""
-        self.parked.closed = True
+        self.parked.close()
         for stream in list(self.unfinished.values()):
             try:
                 stream.stopped()

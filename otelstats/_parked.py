@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .records import Outcome
 
+WAITING = frozenset({"queued", "in_progress"})
+"""A Responses response's statuses before its end (then completed, incomplete, failed or
+cancelled)."""
 MAX_AGE_S = 3600.0
 """A parked call not followed up for this long is given up (deep research runs for minutes)."""
 MAX_PARKED = 4096
@@ -72,14 +75,17 @@ class ParkedResponses:
         return response_id in self._by_id
 
     def park(
-        self, response_id: str, state: Ends, outcome: Outcome, error: BaseException | None
+        self,
+        response_id: str,
+        state: Ends,
+        outcome: Outcome,
+        error_type: str | None = None,
+        message: str | None = None,
     ) -> bool:
-        """Keep `state`'s call open under `response_id`; False (nothing kept) once closed."""
+        """Keep `state`'s call open under `response_id`, standing as `outcome` (with an error of
+        that type and message); False (nothing kept) once closed."""
         if self.closed:
             return False
-        error_type = message = None
-        if error is not None:
-            error_type, message = type(error).__qualname__, str(error)[:200]
         parked = Parked(response_id, state, outcome, error_type, message, perf_counter(), self)
         with self._lock:
             replaced = self._by_id.get(response_id)
@@ -125,7 +131,27 @@ class ParkedResponses:
         for parked in stale:
             self.give_up(parked)
 
+    def close(self) -> None:
+        """At exit: give up every parked call, and park none from now on."""
+        self.closed = True
+        with self._lock:
+            every = list(self._by_id.values())
+        for parked in every:
+            self.give_up(parked)
+
     def after_fork(self) -> None:
         """In a fork child: the parked calls are the parent's, which records them."""
         self._lock = threading.Lock()
         self._by_id.clear()
+
+
+def server_took(created_at: Any, completed_at: Any) -> float | None:
+    """How long a finished background response took by the server's own clock
+    (`completed_at - created_at`, whole seconds), if it says. Its call ends that long after its
+    create, but no earlier than it was parked and no later than the follow-up that showed its
+    end: a poll every few seconds must not stretch its duration (and lower its tokens per
+    second)."""
+    if not isinstance(created_at, (int, float)) or not isinstance(completed_at, (int, float)):
+        return None
+    took = float(completed_at - created_at)
+    return took if took >= 0 else None

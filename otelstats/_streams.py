@@ -375,7 +375,13 @@ class ResponsesState(StreamState):
             and outcome in _PARKS
             and self.response_id
             and not self.call.done
-            and self.call.telemetry.parked.park(self.response_id, self, outcome, error)
+            and self.call.telemetry.parked.park(
+                self.response_id,
+                self,
+                outcome,
+                None if error is None else type(error).__qualname__,
+                None if error is None else str(error)[:200],
+            )
         ):
             return
         super().end(outcome, error, ended)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import semconv
+from .._parked import WAITING
+from ..records import Outcome
 
 OPERATIONS: Mapping[str, str] = {
     "chat/completions": semconv.OPERATION_CHAT,
@@ -22,6 +24,10 @@ OPERATIONS: Mapping[str, str] = {
 }
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """An SSE event longer than this is forwarded but no longer parsed (a broken upstream)."""
+
+
+_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_STARTING_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
@@ -63,9 +69,14 @@ class CallTally:
     finished: bool = False
     """The stream reached its natural end ([DONE] or a terminal Responses event)."""
     error_type: str | None = None
-    outcome: str | None = None
+    outcome: Outcome | None = None
     response_id: str | None = None
     """Responses API: the response's id (the next turn's `previous_response_id`)."""
+    status: str | None = None
+    """Responses API: the response's status as last seen (`queued` ... `completed`)."""
+    background: bool = False
+    """Responses API: a background response, which goes on at the server whatever becomes of
+    this request (`_followups`)."""
 
     @classmethod
     def for_request(cls, endpoint: str, body: Mapping[str, Any], start_ns: int) -> CallTally:
@@ -101,8 +112,10 @@ class CallTally:
                 return
             if kind.endswith(".delta"):
                 self._content_chunk(now_ns)
-            elif kind in {"response.completed", "response.incomplete", "response.failed"}:
+            elif kind in _TERMINAL_EVENTS:
                 self.finished = True
+                self._observe_response_object(_dict(event.get("response")))
+            elif kind in _STARTING_EVENTS:  # its id, status, and whether it is a background one
                 self._observe_response_object(_dict(event.get("response")))
             elif kind == "error":  # named by its code, as for an instrumented call
                 self.error_type = self.error_type or semconv.answered_error(event) or "error"
@@ -161,14 +174,26 @@ class CallTally:
         if isinstance(response_id, str) and response_id:
             self.response_id = response_id
         self._observe_usage(_dict(response.get("usage")))
+        if response.get("background") is True:
+            self.background = True
         status = response.get("status")
+        if not isinstance(status, str):
+            return
+        self.status = status
+        # Read as for an instrumented call (`_streams.response_outcome`): a failed response is
+        # an error named by its code; an incomplete one stopped short of its end by a limit
+        # the request set (like chat's finish reason `length`) and names why; any other
+        # status is its finish reason.
         if status == "failed":
             failed = semconv.answered_error(response.get("error")) or "response.failed"
-            self.error_type = self.error_type or failed  # its code, as for an instrumented call
+            self.error_type = self.error_type or failed
         elif status == "incomplete":
-            self.outcome = "incomplete"
             reason = _dict(response.get("incomplete_details")).get("reason")
-            self._observe_finish(reason)
+            self._observe_finish(reason or "incomplete")
+        elif status not in WAITING:
+            self._observe_finish(status)
+            if status == "cancelled":
+                self.outcome = "cancelled"
 
     def attributes(self, *, provider: str, server: tuple[str, int]) -> dict[str, Any]:
         """The span attributes (GenAI semantic conventions + otelstats' own)."""
@@ -190,8 +215,11 @@ class CallTally:
             semconv.ERROR_TYPE: self.error_type,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
-        if self.finish_reasons:
-            attrs[semconv.RESPONSE_FINISH_REASONS] = tuple(dict.fromkeys(self.finish_reasons))
+        reasons = self.finish_reasons
+        if not reasons and not self.streaming and self.status in WAITING:
+            reasons = [self.status]  # a background response as it stood: `queued`
+        if reasons:
+            attrs[semconv.RESPONSE_FINISH_REASONS] = tuple(dict.fromkeys(reasons))
         if self.streaming:
             if self.first_chunk_ns is not None:
                 ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
@@ -203,7 +231,7 @@ class CallTally:
         attrs[semconv.OTELSTATS_OUTCOME] = self.final_outcome()
         return attrs
 
-    def final_outcome(self) -> str:
+    def final_outcome(self) -> Outcome:
         if self.outcome is not None:
             return self.outcome
         if self.error_type is not None:

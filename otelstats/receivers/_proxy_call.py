@@ -11,6 +11,7 @@ import json
 import time
 import zlib
 from collections.abc import Iterator, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
@@ -19,8 +20,16 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import semconv
+from .._parked import WAITING, ParkedResponses, server_took
 from ..conversation import ResponseChains
-from ._accounting import OPERATIONS, CallTally, SSESplitter, carries_output, parse_event
+from ..records import Outcome
+from ._accounting import (
+    OPERATIONS,
+    CallTally,
+    SSESplitter,
+    carries_output,
+    parse_event,
+)
 from ._upstream import Upstream, UpstreamFailure, response_headers
 
 if TYPE_CHECKING:
@@ -43,8 +52,11 @@ class ProxiedCall:
         tally: CallTally | None,
         conversation_id: str | None,
         chains: ResponseChains | None = None,
+        parked: ParkedResponses | None = None,
     ) -> None:
         self.upstream = upstream
+        self.parked = parked
+        """Where a background response's call waits for its end (`_followups`)."""
         self.options = options
         self.tally = tally
         self.conversation_id = conversation_id
@@ -93,9 +105,13 @@ class ProxiedCall:
     def _where(self) -> str:
         return f"{self.upstream.scheme}://{self.upstream.host}:{self.upstream.port}"
 
-    def finish(self, error_type: str | None = None) -> None:
-        """Record the call (once); `error_type` marks a failure seen by the proxy itself."""
+    def finish(self, error_type: str | None = None, end_ns: int | None = None) -> None:
+        """Record the call (once); `error_type` marks a failure seen by the proxy itself. A
+        background response not yet ended (its create answered, its stream cut or left) is
+        parked instead, unless `end_ns` says when the call ends for good."""
         if self.span is None or self.tally is None:
+            return
+        if end_ns is None and self._parks(error_type):
             return
         span, self.span = self.span, None
         if error_type is not None and self.tally.error_type is None:
@@ -110,7 +126,45 @@ class ProxiedCall:
             self.chains.remember(response_id, self.conversation_id)
         if attrs[semconv.OTELSTATS_OUTCOME] == "error":
             span.set_status(Status(StatusCode.ERROR, self.tally.error_type))
-        span.end(end_time=time.time_ns())
+        span.end(end_time=time.time_ns() if end_ns is None else end_ns)
+
+    def _parks(self, error_type: str | None) -> bool:
+        tally = self.tally
+        return (
+            self.parked is not None
+            and tally is not None
+            and tally.background
+            and tally.status in WAITING
+            and tally.response_id is not None
+            and self.parked.park(tally.response_id, self, tally.final_outcome(), error_type)
+        )
+
+    def give_up(
+        self, outcome: Outcome, error_type: str | None, message: str | None, ended: float
+    ) -> None:
+        """Parked and never followed up (`_parked`): recorded as it stood then (its tally
+        still holds how), ending when it was parked."""
+        self.finish(error_type, end_ns=time.time_ns() - int((perf_counter() - ended) * 1e9))
+
+    def settle(self, answer: Mapping[str, Any], since: float) -> None:
+        """A follow-up answered the parked response finished: record it as that answer says."""
+        tally = self.tally
+        if tally is None:
+            return
+        tally.error_type = tally.outcome = None  # what it stood with when it was parked
+        tally.finished = True
+        tally.observe_body(answer)
+        end_ns = time.time_ns()
+        took = server_took(answer.get("created_at"), answer.get("completed_at"))
+        if took is not None:
+            since_ns = end_ns - int((perf_counter() - since) * 1e9)
+            end_ns = min(end_ns, max(since_ns, tally.start_ns + round(took * 1e9)))
+        self.finish(end_ns=end_ns)
+
+    def resume(self) -> None:
+        """The rest of a parked response's stream is about to be relayed through this call."""
+        if self.tally is not None:
+            self.tally.error_type = self.tally.outcome = None
 
     def relay(
         self,

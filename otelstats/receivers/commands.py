@@ -82,6 +82,7 @@ def proxy(
     except KeyboardInterrupt:
         pass
     finally:
+        server.end_open_calls()
         provider_.shutdown()  # flushes the calls still queued for the database
 
 

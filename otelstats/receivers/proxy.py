@@ -30,11 +30,13 @@ from werkzeug.routing import WebsocketMismatch
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .. import semconv
+from .._parked import ParkedResponses
 from ..config import SDK_DISABLED_WARNING, sdk_disabled
 from ..conversation import ResponseChains
 from ..conversation import from_request as conversation_from_request
 from ..usage_request import may_refuse_usage, sends_usage_unasked, with_usage
 from ._accounting import OPERATIONS, CallTally
+from ._followups import FOLLOW_UP, forward_follow_up
 from ._proxy_call import ProxiedCall, error_response
 from ._upstream import (
     CONVERSATION_HEADER,
@@ -50,6 +52,8 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 """Largest request body accepted: above OpenAI's own 50 MB per request (pictures and files as
 base64), so the upstream decides what it accepts; `otelstats proxy --max-request-mb` moves it."""
 MAX_CONVERSATION_ID = 128
+PARKED = "otelstats.parked"
+"""`app.extensions` key of the proxy's background responses still going on (`_followups`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ def create_proxy_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
     chains = ResponseChains()
+    parked = ParkedResponses({})
+    app.extensions[PARKED] = parked
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
@@ -133,19 +139,26 @@ def create_proxy_app(
     def healthz() -> Response:
         return Response('{"status": "ok"}', mimetype="application/json")
 
-    @app.route("/<path:path>", methods=["GET", "POST"])
+    @app.route("/<path:path>", methods=["GET", "POST", "DELETE"])
     def forward(path: str) -> Response:
         endpoint = path.strip("/").removeprefix("v1/")
         if request.method == "GET" and (endpoint == "models" or endpoint.startswith("models/")):
             return _forward_plain(endpoint)
+        follow_up = FOLLOW_UP.fullmatch(endpoint)
+        if follow_up is not None and endpoint not in OPERATIONS:
+            return forward_follow_up(endpoint, follow_up, plain_call, parked)
         if endpoint not in OPERATIONS:
             return error_response(404, f"otelstats proxy does not forward /{path}", "not_found")
         if request.method != "POST":
             return error_response(405, f"/{path} takes POST", "invalid_request_error")
         return _forward_call(endpoint)
 
+    def plain_call() -> ProxiedCall:
+        """A request that is no call: forwarded, never recorded."""
+        return ProxiedCall(target, opts, tracer, None, None)
+
     def _forward_plain(endpoint: str) -> Response:
-        call = ProxiedCall(target, opts, tracer, None, None)
+        call = plain_call()
         try:
             conn, resp = call.send("GET", endpoint, None, forward_headers(request.headers, False))
         except UpstreamFailure as exc:
@@ -175,7 +188,7 @@ def create_proxy_app(
         conversation_id = _conversation_id(request.headers.get(CONVERSATION_HEADER))
         if conversation_id is None and endpoint != "embeddings":
             conversation_id = _from_body(body, opts.conversation_salt, chains)
-        call = ProxiedCall(target, opts, tracer, tally, conversation_id, chains)
+        call = ProxiedCall(target, opts, tracer, tally, conversation_id, chains, parked)
         headers = forward_headers(request.headers, tally.streaming)
         requested = body.get("stream_options")
         stream_options = (
@@ -264,6 +277,7 @@ class ProxyServer:
 
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
+        self._app = app
         self._server: BaseWSGIServer = make_server(
             host, port, app, threaded=True, request_handler=_RequestHandler
         )
@@ -293,3 +307,11 @@ class ProxyServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.end_open_calls()
+
+    def end_open_calls(self) -> None:
+        """Record the background responses still going on as they stood (`_parked`): before
+        the spans' last flush, so that no call made is lost."""
+        parked = self._app.extensions.get(PARKED)
+        if isinstance(parked, ParkedResponses):
+            parked.close()

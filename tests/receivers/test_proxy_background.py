@@ -1,0 +1,154 @@
+"""Background responses through the recording proxy: the follow-ups (retrieve, resumed stream,
+cancel) are forwarded, and a background response is one call from its create to its end, as
+for an instrumented SDK. Real sockets: the fake upstream, the proxy, the real openai SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from otelstats.fake_server import FakeOpenAIServer, Reply
+
+from .conftest import RunningProxy
+
+TEXT = "Deep research takes a while to finish."
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(openai.OpenAI, "responses"),
+    reason=f"openai {openai.__version__} has no Responses API",
+)
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[str], openai.OpenAI]]:
+    """client_for(base_url) -> an SDK client, closed after the test."""
+    made: list[openai.OpenAI] = []
+
+    def make(base_url: str) -> openai.OpenAI:
+        made.append(openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def test_a_background_response_polled_through_the_proxy_is_one_call(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    """The server took 1 s by its clock; the app polled twice, the second time after 2.5 s."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(), Reply(terminal="in_progress"), Reply(text=TEXT, server_seconds=1))
+    client = client_for(proxy.base_url)
+    response = client.responses.create(model="o3", input="research", background=True)
+    assert response.status == "queued"
+    assert client.responses.retrieve(response.id).status == "in_progress"
+    time.sleep(2.5)
+    done = client.responses.retrieve(response.id)
+    assert (done.status, done.output_text) == ("completed", TEXT)
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("ok", "completed")
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        done.usage.input_tokens,
+        done.usage.output_tokens,
+    )
+    assert row["tokens_source"] == "reported"
+    assert 1.0 <= row["duration_s"] < 1.5
+
+
+def test_a_cancelled_background_response_through_the_proxy(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = client_for(proxy.base_url)
+    response = client.responses.create(model="o3", input="research", background=True)
+    assert proxy.calls() == []  # still going on
+    assert client.responses.cancel(response.id).status == "cancelled"
+    assert client.responses.retrieve(response.id).status == "completed"  # no second call
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("cancelled", "cancelled")
+
+
+def _cut_and_resumed(client: openai.OpenAI, upstream: FakeOpenAIServer) -> list[str]:
+    upstream.push(Reply(text=TEXT, cut_after=5, cut_mode="reset"), Reply(text=TEXT))
+    seen: list[Any] = []
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    # Directly the cut raises; through the proxy the stream just ends early.
+    with stream, contextlib.suppress(openai.APIConnectionError):
+        seen.extend(stream)
+    assert seen[-1].type == "response.output_item.added" or seen[-1].type.endswith(".delta")
+    rest = client.responses.retrieve(
+        seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number
+    )
+    seen.extend(rest)
+    return [event.type for event in seen]
+
+
+def test_a_cut_background_stream_resumed_through_the_proxy_is_one_call(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    direct = _cut_and_resumed(client_for(upstream.base_url), upstream)
+    proxied = _cut_and_resumed(client_for(proxy.base_url), upstream)
+    assert proxied == direct
+    assert proxied[-1] == "response.completed"
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["streaming"], row["tokens_source"]) == ("ok", True, "reported")
+    assert row["output_tokens"] == len(TEXT.split())
+    assert row["time_to_first_chunk_s"] is not None
+
+
+def test_a_background_response_never_followed_is_recorded_when_the_proxy_stops(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    started = time.perf_counter()
+    client_for(proxy.base_url).responses.create(model="o3", input="research", background=True)
+    returned = time.perf_counter() - started
+    time.sleep(0.3)
+    assert proxy.calls() == []
+    proxy.server.end_open_calls()
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("ok", "queued")
+    assert row["tokens_source"] == "none"
+    assert row["duration_s"] <= returned  # the create's own time, not the time until the stop
+
+
+def test_follow_ups_of_other_responses_pass_through_unrecorded(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = client_for(proxy.base_url)
+    done = client.responses.create(model="m", input="hi")
+    assert client.responses.retrieve(done.id).output_text == done.output_text
+    with pytest.raises(openai.NotFoundError):  # the upstream's own answer, passed through
+        client.responses.input_items.list(done.id)
+    assert [r.method for r in upstream.requests][-1] == "GET"
+    request = urllib.request.Request(f"{proxy.base_url}/responses/{done.id}", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 405
+    assert len(proxy.calls(at_least=1)) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_incomplete_response_is_read_as_the_sdk_reads_it(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any, stream: bool
+) -> None:
+    """Stopped by the request's own limit (`max_output_tokens`): a complete call whose finish
+    reason says why, as for an instrumented call and as chat's `length`."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(terminal="incomplete"))
+    answer = client_for(proxy.base_url).responses.create(model="m", input="hi", stream=stream)
+    if stream:
+        assert [event.type for event in answer][-1] == "response.incomplete"
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("ok", "max_output_tokens")
