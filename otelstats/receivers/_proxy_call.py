@@ -41,6 +41,13 @@ def error_response(status: int, message: str, kind: str) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
+class UpstreamCut(ConnectionAbortedError):
+    """Raised from a relayed stream the upstream cut short, once the call is recorded: the
+    client's connection then ends without the end of its chunked body, as it would have without
+    the proxy, so that its SDK raises (and may resume) instead of taking a partial answer for a
+    whole one. A `ConnectionError`: werkzeug's server closes the connection quietly."""
+
+
 class ProxiedCall:
     """One forwarded request: sends it, relays the answer and ends its span exactly once."""
 
@@ -204,7 +211,14 @@ class ProxiedCall:
             error_type = exc.__class__.__name__
         finally:
             conn.close()
+            if error_type is not None and tally is not None:
+                if tally.finished:  # the answer was whole: what broke after it is no failure
+                    error_type = None
+                else:  # cut short mid-stream, as for an instrumented call
+                    tally.outcome = "incomplete"
             self.finish(error_type)
+        if error_type is not None:
+            raise UpstreamCut(f"the upstream cut the stream short ({error_type})")
 
     def whole(
         self,

@@ -406,6 +406,35 @@ def test_cut_stream_is_recorded_incomplete(upstream: FakeOpenAIServer, start_pro
     assert row["outcome"] == "incomplete"
 
 
+def test_a_stream_the_upstream_cuts_is_cut_for_the_client_too(
+    upstream: FakeOpenAIServer, start_proxy: Any
+) -> None:
+    """The upstream drops the connection mid-stream: through the proxy the client's SDK raises
+    after the same chunks, as it does without the proxy (a stream that just ended would pass
+    a partial answer for a whole one), and the call is cut short, as an instrumented one is."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+
+    def read(base_url: str) -> tuple[list[str], str]:
+        upstream.push(Reply(cut_after=4, cut_mode="reset"))
+        seen: list[str] = []
+        with openai.OpenAI(base_url=base_url, api_key=SECRET, max_retries=0) as client:
+            stream = client.chat.completions.create(
+                model="fake-gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+            try:
+                seen.extend(chunk.choices[0].delta.content or "" for chunk in stream)
+            except openai.APIConnectionError as exc:
+                return seen, type(exc).__name__
+        return seen, "ended"
+
+    direct, proxied = read(upstream.base_url), read(proxy.base_url)
+    assert proxied == direct
+    assert direct[1] == "APIConnectionError"
+    (row,) = proxy.calls(at_least=1)
+    assert row["outcome"] == "incomplete"
+    assert row["error_type"] is not None
+
+
 def test_conversations_group_through_the_proxy_as_through_the_sdk(
     upstream: FakeOpenAIServer, start_proxy: Any
 ) -> None:
