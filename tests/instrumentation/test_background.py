@@ -156,6 +156,37 @@ def test_a_cut_background_stream_resumed_is_one_call(server: FakeOpenAIServer, h
     assert record.time_to_first_chunk_s is not None
 
 
+def test_an_async_cut_background_stream_resumed_is_one_call(
+    server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    server.push(Reply(text=TEXT, cut_after=5, cut_mode="reset"), Reply(text=TEXT))
+
+    async def run() -> list[str]:
+        seen: list[Any] = []
+        async with new_aclient() as client:
+            stream = await client.responses.create(
+                model="o3", input="go", background=True, stream=True
+            )
+
+            async def read_all() -> None:
+                async for event in stream:
+                    seen.append(event)
+
+            with pytest.raises(openai.APIConnectionError):
+                await read_all()
+            rest = await client.responses.retrieve(
+                seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number
+            )
+            seen.extend([event async for event in rest])
+        return [event.type for event in seen]
+
+    events = asyncio.run(run())
+    assert events[-1] == "response.completed"
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+    assert record.time_to_first_chunk_s is not None
+
+
 def test_a_background_stream_left_then_polled_is_one_call(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:
