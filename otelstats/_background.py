@@ -42,10 +42,11 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
     state = ResponsesState(call)
     state.background = True
     state.response_id = response_id
-    state.model = attributes.pop(semconv.RESPONSE_MODEL, None)
-    attributes.pop(semconv.OUTPUT_MESSAGES, None)  # no output yet
-    state.extra.update(attributes)
-    if call.telemetry.parked.park(response_id, state, "ok", None):
+    extra = state.extra
+    extra.update(attributes)
+    state.model = extra.pop(semconv.RESPONSE_MODEL, None)
+    extra.pop(semconv.OUTPUT_MESSAGES, None)  # no output yet
+    if call.telemetry.parked.park(response_id, state, "ok"):
         return True
     call.telemetry.unfinished.pop(id(state), None)
     return False

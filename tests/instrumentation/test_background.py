@@ -253,6 +253,20 @@ def test_a_cut_background_stream_never_followed_is_cut_short_at_exit(
     assert span.status.description  # the connection error's message
 
 
+def test_a_background_response_created_during_exit_is_recorded_at_once(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """Once the exit has recorded what was open, nothing more is kept open: a background create
+    then is recorded as it was answered, whole."""
+    otel.instrumentor.end_unfinished()
+    response = client.responses.create(model="o3", input="research", background=True)
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert span.attributes[semconv.RESPONSE_MODEL] == response.model
+    assert span.attributes[semconv.RESPONSE_ID] == response.id
+    assert otel.record().finish_reasons == ("queued",)
+
+
 def test_a_parked_call_is_given_up_after_its_age(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
