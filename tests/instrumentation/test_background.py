@@ -54,6 +54,22 @@ def test_a_background_response_polled_to_its_end_is_one_call(server: FakeOpenAIS
     assert str(span.attributes[semconv.RESPONSE_ID]).startswith("resp_")
 
 
+def test_a_beta_background_response_polled_is_one_call(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """`client.beta.responses` (openai 3.x): created through the client's post, followed up
+    through its own `retrieve`."""
+    beta = getattr(client.beta, "responses", None)
+    if beta is None:
+        pytest.skip(f"openai {openai.__version__} has no beta Responses")
+    response = beta.create(model="o3", input="research", background=True)
+    assert otel.records() == []
+    assert beta.retrieve(response.id).status == "completed"
+    record = otel.record()
+    assert (record.outcome, record.finish_reasons) == ("ok", ("completed",))
+    assert record.output_tokens
+
+
 def test_the_duration_is_the_servers_not_the_polling_interval(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:
