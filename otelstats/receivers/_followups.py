@@ -21,8 +21,12 @@ from .._parked import WAITING, ParkedResponses
 from ._proxy_call import ProxiedCall, error_response
 from ._upstream import UpstreamFailure, forward_headers, response_headers
 
-FOLLOW_UP = re.compile(r"responses/([^/]+)(?:/(cancel|input_items))?")
-"""A path (after `/v1/`) that follows up a stored response; `responses/compact` is a call."""
+FOLLOW_UP = re.compile(
+    r"responses/(?!\.+(?:/|$))([\w.:-]{1,200})(?:/(cancel|input_items))?", re.ASCII
+)
+"""A path (after `/v1/`) that follows up a stored response (`responses/compact` is a call). An
+id is what servers make them of (`resp_` and hex, UUIDs): no `..`, and nothing that would
+change the path or the query sent upstream (`?`, `#`, `%`, spaces), which the proxy refuses."""
 _METHODS = {None: ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}
 
 

@@ -150,3 +150,19 @@ def test_an_incomplete_response_is_read_as_the_sdk_reads_it(
         assert [event.type for event in answer][-1] == "response.incomplete"
     (row,) = proxy.calls(at_least=1)
     assert (row["outcome"], row["finish_reasons"]) == ("ok", "max_output_tokens")
+
+
+@pytest.mark.parametrize("path", ["responses/..", "responses/a%3Fb", "responses/%C3%A9t%C3%A9"])
+def test_a_follow_up_path_that_is_no_response_id_is_refused(
+    upstream: FakeOpenAIServer, start_proxy: Any, path: str
+) -> None:
+    """What would change the path or the query sent upstream, or cannot be sent as a path, is
+    no response id: refused with a clear error, never forwarded."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{proxy.base_url}/{path}", timeout=10)
+    body = refused.value.read()
+    refused.value.close()
+    assert refused.value.code == 404
+    assert b"does not forward" in body
+    assert upstream.requests == []
