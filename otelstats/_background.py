@@ -19,7 +19,8 @@ from typing import Any
 from . import semconv
 from ._instr_telemetry import Call, Telemetry
 from ._parked import WAITING, Parked, server_took
-from ._streams import AsyncStreamProxy, ResponsesState, SyncStreamProxy, response_outcome
+from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
+from ._streams import ResponsesState, response_outcome
 from .records import Outcome
 
 FOLLOW_UPS = (
