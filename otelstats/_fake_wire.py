@@ -148,6 +148,7 @@ def render(method: str, path: str, body: Mapping[str, Any], reply: Reply, seq: i
         "/embeddings": _embeddings,
         "/responses": _responses,
         "/responses/compact": _compaction,
+        "/responses/input_tokens": _input_tokens,
     }
     for suffix, builder in builders.items():
         if route.endswith(suffix):
@@ -301,7 +302,7 @@ def _embeddings(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
     return Rendered(200, "application/json", json.dumps(payload).encode())
 
 
-_STORED = re.compile(r"/responses/(?!compact$)([^/]+)(/cancel)?$")
+_STORED = re.compile(r"/responses/(?!compact$|input_tokens$)([^/]+)(/cancel)?$")
 
 
 def _stored(
@@ -371,6 +372,12 @@ def _response_object(
         if done and reply.usage != "none"
         else None,
     }
+
+
+def _input_tokens(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:
+    """`POST /responses/input_tokens`: what the request's input would count (no model pass)."""
+    payload = {"object": "response.input_tokens", "input_tokens": _prompt_tokens(body, reply)}
+    return Rendered(200, "application/json", json.dumps(payload).encode())
 
 
 def _compaction(body: Mapping[str, Any], reply: Reply, seq: int) -> Rendered:

@@ -1,6 +1,7 @@
 """The proxy's follow-ups of stored responses: `GET` / `DELETE /responses/{id}`, `POST
-/responses/{id}/cancel`, `GET /responses/{id}/input_items`. They are forwarded as they are (a
-stream event by event) and are no calls themselves: they cost no tokens.
+/responses/{id}/cancel`, `GET /responses/{id}/input_items` (and the token count `POST
+/responses/input_tokens`). They are forwarded as they are (a stream event by event) and are no
+calls themselves: they cost no tokens.
 
 A background response (`background: true`) goes on at the server after its create is answered
 `queued`, or after its stream is cut or left: its call waits, parked (`_parked`), for the first
@@ -28,6 +29,8 @@ FOLLOW_UP = re.compile(
 id is what servers make them of (`resp_` and hex, UUIDs): no `..`, and nothing that would
 change the path or the query sent upstream (`?`, `#`, `%`, spaces), which the proxy refuses."""
 _METHODS = {None: ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}
+_COUNT = "input_tokens"
+"""`POST /responses/input_tokens`: counts a request's input tokens, no model pass (no call)."""
 
 
 def forward_follow_up(
@@ -39,8 +42,9 @@ def forward_follow_up(
     """Forward one follow-up (`match`: of `FOLLOW_UP`) and see what it shows of a parked call."""
     response_id, action = match[1], match[2]
     method = request.method
-    if method not in _METHODS[action]:
-        allowed = " or ".join(_METHODS[action])
+    methods = ("POST",) if response_id == _COUNT and action is None else _METHODS[action]
+    if method not in methods:
+        allowed = " or ".join(methods)
         return error_response(405, f"/{endpoint} takes {allowed}", "invalid_request_error")
     streaming = request.args.get("stream") == "true"
     call = make_call()  # records nothing: a follow-up is no call

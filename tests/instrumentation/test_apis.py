@@ -122,6 +122,17 @@ def test_a_compaction_is_a_call(server: FakeOpenAIServer) -> None:
         assert record.conversation_id == answer.conversation_id
 
 
+def test_an_input_token_count_is_no_call(otel: Otel, client: openai.OpenAI) -> None:
+    """`responses.input_tokens.count` posts to `/responses/input_tokens`: it counts tokens with
+    no model pass and costs none, so it is not a call (while `/responses/compact` is)."""
+    counter = getattr(getattr(client, "responses", None), "input_tokens", None)
+    if counter is None:
+        pytest.skip(f"openai {openai.__version__} has no responses.input_tokens")
+    counted = counter.count(model="m", input="Tell me about foxes.")
+    assert counted.input_tokens > 0
+    assert otel.records() == []
+
+
 @needs_responses
 def test_a_responses_error_answered_with_200_is_a_failure(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI

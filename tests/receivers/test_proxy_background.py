@@ -137,6 +137,21 @@ def test_follow_ups_of_other_responses_pass_through_unrecorded(
     assert len(proxy.calls(at_least=1)) == 1
 
 
+def test_an_input_token_count_passes_through_uncounted(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    """`POST /v1/responses/input_tokens` counts tokens with no model pass: forwarded (it
+    answered a misleading 405 before), not a call."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    counter = getattr(client_for(proxy.base_url).responses, "input_tokens", None)
+    if counter is None:
+        pytest.skip(f"openai {openai.__version__} has no responses.input_tokens")
+    assert counter.count(model="m", input="Tell me about foxes.").input_tokens > 0
+    assert upstream.requests[-1].path.endswith("/responses/input_tokens")
+    time.sleep(0.1)
+    assert proxy.calls() == []
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_incomplete_response_is_read_as_the_sdk_reads_it(
     upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any, stream: bool
