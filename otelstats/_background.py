@@ -47,9 +47,15 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
     extra.update(attributes)
     state.model = extra.pop(semconv.RESPONSE_MODEL, None)
     extra.pop(semconv.OUTPUT_MESSAGES, None)  # no output yet
-    if call.telemetry.parked.park(response_id, state, "ok"):
+    telemetry = call.telemetry
+    if telemetry.parked.park(response_id, state, "ok"):
+        # Its conversation is known now: a next turn on it (`previous_response_id`) may come
+        # before this process sees its end, or without it (another process polls).
+        conversation_id = call.attributes.get(semconv.CONVERSATION_ID)
+        if call.remember and isinstance(conversation_id, str):
+            telemetry.response_chains.remember(response_id, conversation_id)
         return True
-    call.telemetry.unfinished.pop(id(state), None)
+    telemetry.unfinished.pop(id(state), None)
     return False
 
 

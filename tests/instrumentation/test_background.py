@@ -283,6 +283,20 @@ def test_a_background_response_created_during_exit_is_recorded_at_once(
     assert otel.record().finish_reasons == ("queued",)
 
 
+def test_a_next_turn_before_the_end_is_in_the_same_conversation(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """A turn chained onto a background response (`previous_response_id`) that this process
+    has not seen end (another process polls it) continues its conversation."""
+    first = client.responses.create(model="o3", input="research foxes", background=True)
+    client.responses.create(model="o3", input="and owls?", previous_response_id=first.id)
+    otel.instrumentor.end_unfinished()
+    records = otel.records()
+    assert len(records) == 2
+    assert records[0].conversation_id is not None
+    assert records[0].conversation_id == records[1].conversation_id
+
+
 def test_a_parked_call_is_given_up_after_its_age(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
