@@ -137,14 +137,19 @@ class ProxiedCall:
 
     def _parks(self, error_type: str | None) -> bool:
         tally = self.tally
-        return (
+        if not (
             self.parked is not None
             and tally is not None
             and tally.background
             and tally.status in WAITING
             and tally.response_id is not None
             and self.parked.park(tally.response_id, self, tally.final_outcome(), error_type)
-        )
+        ):
+            return False
+        # A next turn on it (`previous_response_id`) may come before its end is seen.
+        if self.chains is not None and self.conversation_id:
+            self.chains.remember(tally.response_id, self.conversation_id)
+        return True
 
     def give_up(
         self, outcome: Outcome, error_type: str | None, message: str | None, ended: float

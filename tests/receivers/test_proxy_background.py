@@ -119,6 +119,20 @@ def test_a_background_response_never_followed_is_recorded_when_the_proxy_stops(
     assert row["duration_s"] <= returned  # the create's own time, not the time until the stop
 
 
+def test_a_next_turn_before_the_end_is_in_the_same_conversation_through_the_proxy(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = client_for(proxy.base_url)
+    first = client.responses.create(model="o3", input="research foxes", background=True)
+    client.responses.create(model="o3", input="and owls?", previous_response_id=first.id)
+    proxy.server.end_open_calls()
+    rows = proxy.calls(at_least=2)
+    assert len(rows) == 2
+    assert rows[0]["conversation_id"] is not None
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
+
+
 def test_follow_ups_of_other_responses_pass_through_unrecorded(
     upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
 ) -> None:
