@@ -48,6 +48,7 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
     state.model = extra.pop(semconv.RESPONSE_MODEL, None)
     extra.pop(semconv.OUTPUT_MESSAGES, None)  # no output yet
     telemetry = call.telemetry
+    telemetry.unfinished.pop(id(state), None)  # open as a parked call, or not at all
     if telemetry.parked.park(response_id, state, "ok"):
         # Its conversation is known now: a next turn on it (`previous_response_id`) may come
         # before this process sees its end, or without it (another process polls).
@@ -55,7 +56,6 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
         if call.remember and isinstance(conversation_id, str):
             telemetry.response_chains.remember(response_id, conversation_id)
         return True
-    telemetry.unfinished.pop(id(state), None)
     return False
 
 

@@ -93,7 +93,7 @@ class Telemetry:
         """id(client.base_url) -> (that URL, its host/port/text): parsed once per client."""
         self.unfinished: dict[int, Unfinished] = {}
         """Streams handed out and not ended yet, by id: `end_unfinished` ends them at exit."""
-        self.parked = ParkedResponses(self.unfinished)
+        self.parked = ParkedResponses()
         """Background responses still going on at the server (`_background`)."""
         self.generation = 0
         """How many forks deep this process is from the one that made this: a call belongs to

@@ -50,21 +50,14 @@ class Parked:
     the stream and its frames alive while the response goes on."""
     since: float
     """When it was parked (`perf_counter`): its end if it is given up."""
-    registry: ParkedResponses
-
-    def stopped(self) -> None:
-        """At exit (`Telemetry.end_unfinished`): give it up."""
-        self.registry.give_up(self)
 
 
 class ParkedResponses:
     """Parked calls by response id, oldest first. Thread-safe."""
 
-    def __init__(self, unfinished: dict[int, Any]) -> None:
+    def __init__(self) -> None:
         self._by_id: dict[str, Parked] = {}
         self._lock = threading.Lock()
-        self._unfinished = unfinished
-        """The instrumentation's calls still open (`Telemetry.unfinished`), ended at exit."""
         self.closed = False
         """Set at exit: nothing is parked any more, calls end as they are."""
 
@@ -86,15 +79,13 @@ class ParkedResponses:
         that type and message); False (nothing kept) once closed."""
         if self.closed:
             return False
-        parked = Parked(response_id, state, outcome, error_type, message, perf_counter(), self)
+        parked = Parked(response_id, state, outcome, error_type, message, perf_counter())
         with self._lock:
             replaced = self._by_id.get(response_id)
             if replaced is not None and replaced.state is state:
                 return True  # parked already (its stream, cut, then collected or closed)
-            self._unfinished.pop(id(state), None)
             replaced = self._by_id.pop(response_id, None)
             self._by_id[response_id] = parked
-            self._unfinished[id(parked)] = parked
         if replaced is not None:
             self.give_up(replaced)
         self.sweep()
@@ -105,8 +96,6 @@ class ParkedResponses:
         thread took it first)."""
         with self._lock:
             parked = self._by_id.pop(response_id, None)
-            if parked is not None:
-                self._unfinished.pop(id(parked), None)
         self.sweep()
         return parked
 
@@ -115,7 +104,6 @@ class ParkedResponses:
         with self._lock:
             if self._by_id.get(parked.response_id) is parked:
                 del self._by_id[parked.response_id]
-            self._unfinished.pop(id(parked), None)
         parked.state.give_up(parked.outcome, parked.error_type, parked.message, parked.since)
 
     def sweep(self) -> None:

@@ -380,6 +380,7 @@ class ResponsesState(StreamState):
                 None if error is None else str(error)[:200],
             )
         ):
+            self.call.telemetry.unfinished.pop(id(self), None)  # open now as a parked call
             return
         super().end(outcome, error, ended)
 

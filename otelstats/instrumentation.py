@@ -148,7 +148,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             # Registered after the app's TracerProvider (made before instrument()), so it runs
             # before that provider's own exit flush (atexit runs last-registered first).
             atexit.register(self.end_unfinished)
-        self._telemetries = [t for t in self._telemetries if t.unfinished]
+        self._telemetries = [t for t in self._telemetries if t.unfinished or t.parked]
         self._telemetries.append(telemetry)
         self._wrapped = []
         # A module the app has not imported yet is wrapped when it is: importing all of the SDK's

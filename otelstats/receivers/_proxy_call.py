@@ -156,7 +156,7 @@ class ProxiedCall:
     ) -> None:
         """Parked and never followed up (`_parked`): recorded as it stood then (its tally
         still holds how), ending when it was parked."""
-        self.finish(error_type, end_ns=time.time_ns() - int((perf_counter() - ended) * 1e9))
+        self.finish(error_type, end_ns=_wall_ns(ended, time.time_ns()))
 
     def settle(self, answer: Mapping[str, Any], since: float) -> None:
         """A follow-up answered the parked response finished: record it as that answer says."""
@@ -169,7 +169,7 @@ class ProxiedCall:
         end_ns = time.time_ns()
         took = server_took(answer.get("created_at"), answer.get("completed_at"))
         if took is not None:
-            since_ns = end_ns - int((perf_counter() - since) * 1e9)
+            since_ns = _wall_ns(since, end_ns)
             end_ns = min(end_ns, max(since_ns, tally.start_ns + round(took * 1e9)))
         self.finish(end_ns=end_ns)
 
@@ -252,6 +252,12 @@ class ProxiedCall:
                 observe_answer(self.tally, resp, payload)
         self.finish()
         return Response(payload, status=resp.status, headers=response_headers(resp))
+
+
+def _wall_ns(moment: float, now_ns: int) -> int:
+    """`moment` (`perf_counter`, as `_parked` keeps time) on the wall clock whose now is
+    `now_ns`."""
+    return now_ns - int((perf_counter() - moment) * 1e9)
 
 
 def asked_usage(event: Any, answered: bool) -> bool:

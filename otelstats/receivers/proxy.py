@@ -104,7 +104,7 @@ def create_proxy_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = opts.max_request_bytes
     chains = ResponseChains()
-    parked = ParkedResponses({})
+    parked = ParkedResponses()
     app.extensions[PARKED] = parked
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -203,6 +203,16 @@ def test_an_async_cut_background_stream_resumed_is_one_call(
     assert record.time_to_first_chunk_s is not None
 
 
+def _polled_to_its_end(client: openai.OpenAI, otel: Otel, response_id: str) -> Any:
+    """Nothing recorded while the response goes on; the poll that finds it done records it,
+    whole: the record."""
+    assert otel.records() == []
+    assert client.responses.retrieve(response_id).status == "completed"
+    record = otel.record()
+    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+    return record
+
+
 def test_a_background_stream_left_then_polled_is_one_call(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:
@@ -213,10 +223,7 @@ def test_a_background_stream_left_then_polled_is_one_call(
                 response_id = event.response.id
             if event.type == "response.output_text.delta":
                 break  # the user stops reading; the response goes on at the server
-    assert otel.records() == []
-    assert client.responses.retrieve(response_id).status == "completed"
-    record = otel.record()
-    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+    record = _polled_to_its_end(client, otel, response_id)
     assert record.time_to_first_chunk_s is not None
 
 
@@ -231,10 +238,7 @@ def test_a_cut_background_stream_collected_before_its_poll_is_one_call(
     response_id = seen[0].response.id
     del stream, seen
     gc.collect()  # the stream's proxy is freed: the response still goes on
-    assert otel.records() == []
-    assert client.responses.retrieve(response_id).status == "completed"
-    record = otel.record()
-    assert (record.outcome, record.output_tokens) == ("ok", len(TEXT.split()))
+    _polled_to_its_end(client, otel, response_id)
 
 
 def test_a_background_response_never_followed_is_recorded_at_exit(
