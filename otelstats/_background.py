@@ -7,7 +7,9 @@ then polls (`responses.retrieve(id)`), resumes the stream (`responses.retrieve(i
 starting_after=n)` or `responses.stream(response_id=id)`) or cancels (`responses.cancel(id)`).
 The call stays open meanwhile (`_parked`); the first follow-up that shows the response finished
 ends it with the response's usage and outcome, and a resumed stream is read as the rest of the
-first one. The follow-ups themselves are not calls: they cost no tokens.
+first one. One the server no longer has (a follow-up answered 404: expired, or deleted by
+another process; or deleted by this app) will never be seen to end: its call is recorded as it
+stood when last seen, at once. The follow-ups themselves are not calls: they cost no tokens.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ FOLLOW_UPS = (
     ("openai.resources.beta.responses.responses", "Responses", False),
     ("openai.resources.beta.responses.responses", "AsyncResponses", True),
 )
-"""(module, class, is_async): the SDK's Responses resources, whose `retrieve` and `cancel` are
-followed (the `responses.stream(response_id=...)` helper resumes through `retrieve`)."""
-FOLLOWED = ("retrieve", "cancel")
+"""(module, class, is_async): the SDK's Responses resources, whose `retrieve`, `cancel` and
+`delete` are followed (the `responses.stream(response_id=...)` helper resumes through
+`retrieve`)."""
+FOLLOWED = ("retrieve", "cancel", "delete")
 
 
 def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
@@ -94,7 +97,7 @@ def _ended(parked: Parked, response: Any) -> float:
 
 def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
     """What a `retrieve` / `cancel` returned, seen: it may end, or resume, a parked call."""
-    response_id = args[0] if args else kwargs.get("response_id")
+    response_id = _response_id(args, kwargs)
     parked_calls = telemetry.parked
     if type(response_id) is not str or response_id not in parked_calls:
         return result
@@ -120,23 +123,56 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
     return result
 
 
-def follow_up(telemetry: Telemetry, is_async: bool) -> Callable[..., Any]:
-    """A wrapper of `retrieve` / `cancel`: the SDK's call as it is, then what it returned seen.
-    With nothing parked it costs one check."""
+def _response_id(args: Any, kwargs: Any) -> Any:
+    return args[0] if args else kwargs.get("response_id")
+
+
+def _gone(telemetry: Telemetry, args: Any, kwargs: Any, error: BaseException | None) -> None:
+    """A follow-up answered 404 (`error`: the response expired or was deleted at the server), or
+    a delete succeeded (`error` None): that response's end will never be seen."""
+    if error is not None and getattr(error, "status_code", None) != 404:
+        return
+    response_id = _response_id(args, kwargs)
+    if type(response_id) is str and response_id in telemetry.parked:
+        try:
+            telemetry.parked.gone(response_id)
+        except Exception:
+            telemetry.internal_error("giving up a background response")
+
+
+def _seen(telemetry: Telemetry, deletes: bool, args: Any, kwargs: Any, result: Any) -> Any:
+    if not telemetry.parked:
+        return result
+    if deletes:
+        _gone(telemetry, args, kwargs, None)
+        return result
+    return _followed(telemetry, args, kwargs, result)
+
+
+def follow_up(telemetry: Telemetry, is_async: bool, method: str) -> Callable[..., Any]:
+    """A wrapper of `retrieve` / `cancel` / `delete`: the SDK's call as it is, then what it
+    returned (or raised) seen. With nothing parked it costs one check."""
+    deletes = method == "delete"
     if is_async:
 
         async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            result = await wrapped(*args, **kwargs)
-            if not telemetry.parked:
-                return result
-            return _followed(telemetry, args, kwargs, result)
+            try:
+                result = await wrapped(*args, **kwargs)
+            except Exception as exc:
+                if telemetry.parked:
+                    _gone(telemetry, args, kwargs, exc)
+                raise
+            return _seen(telemetry, deletes, args, kwargs, result)
 
         return async_wrapper
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        if not telemetry.parked:
-            return result
-        return _followed(telemetry, args, kwargs, result)
+        try:
+            result = wrapped(*args, **kwargs)
+        except Exception as exc:
+            if telemetry.parked:
+                _gone(telemetry, args, kwargs, exc)
+            raise
+        return _seen(telemetry, deletes, args, kwargs, result)
 
     return wrapper

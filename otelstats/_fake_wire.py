@@ -316,10 +316,13 @@ def _stored(
 ) -> Rendered:
     """`GET /responses/{id}` (the response as it stands, by `reply.terminal`; with `stream=true`,
     its events after `starting_after`, as a background response's stream resumes) and `POST
-    /responses/{id}/cancel` (the response, cancelled)."""
+    /responses/{id}/cancel` (the response, cancelled); `DELETE /responses/{id}` deletes it."""
     params = urllib.parse.parse_qs(query)
     if method == "POST" and cancel:
         payload = _response_object({}, reply, seq, "cancelled", response_id)
+        return Rendered(200, "application/json", json.dumps(payload).encode())
+    if method == "DELETE" and not cancel:
+        payload = {"id": response_id, "object": "response", "deleted": True}
         return Rendered(200, "application/json", json.dumps(payload).encode())
     if method != "GET" or cancel:
         return Rendered(405, "application/json", b'{"error": {"message": "method not allowed"}}')

@@ -4,8 +4,9 @@ A background response (`responses.create(background=True)`) goes on at the serve
 create returns, or after its stream is cut or left: its call stays open here, under its response
 id, until the app reads its end (a `retrieve` or `cancel` that returns it finished, or a resumed
 stream's terminal event). One the app never follows up is given up after `MAX_AGE_S`, when many
-more are waiting, or at exit: it is then recorded as it stood when it was parked, so nothing
-recorded before background responses were followed is lost.
+more are waiting, at exit, or as soon as the server says it no longer has it (`gone`): it is
+then recorded as it stood when it was parked, so nothing recorded before background responses
+were followed is lost.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class ParkedResponses:
             parked = self._by_id.pop(response_id, None)
         self.sweep()
         return parked
+
+    def gone(self, response_id: str) -> None:
+        """The server no longer has `response_id` (a follow-up answered 404, or the app deleted
+        it): its end will never be seen, so its parked call, if any, is given up now."""
+        parked = self.take(response_id)
+        if parked is not None:
+            parked.state.give_up(parked.outcome, parked.error_type, parked.message, parked.since)
 
     def give_up(self, parked: Parked) -> None:
         """End a parked call as it stood when it was parked."""

@@ -197,7 +197,8 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             owner = getattr(module, cls, None) if module.__name__ == name else None
             for method in FOLLOWED if isinstance(owner, type) else ():
                 if callable(vars(owner).get(method)) and (owner, method) not in self._wrapped:
-                    wrap_function_wrapper(owner, method, follow_up(telemetry, is_async))
+                    wrapper = follow_up(telemetry, is_async, method)
+                    wrap_function_wrapper(owner, method, wrapper)
                     self._wrapped.append((owner, method))
         self._wrap_sockets(module)
 

@@ -7,7 +7,9 @@ A background response (`background: true`) goes on at the server after its creat
 `queued`, or after its stream is cut or left: its call waits, parked (`_parked`), for the first
 follow-up that shows its end. A `retrieve` or `cancel` answered with the response finished
 records it with that answer's usage and outcome; a resumed stream (`?stream=true&starting_after=n`)
-is relayed through the call, as the rest of its first stream.
+is relayed through the call, as the rest of its first stream. One the upstream no longer has (a
+follow-up answered 404, or a delete that succeeded) is recorded as it stood when last seen, at
+once.
 """
 
 from __future__ import annotations
@@ -70,8 +72,12 @@ def forward_follow_up(
             direct_passthrough=True,
         )
     answer = call.whole(conn, resp)
-    if shows and 200 <= answer.status_code < 300:
-        _seen(answer.get_data(), response_id, parked)
+    if response_id in parked and action != "input_items":
+        status = answer.status_code
+        if status == 404 or (method == "DELETE" and 200 <= status < 300):
+            parked.gone(response_id)  # its end will never be seen
+        elif shows and 200 <= status < 300:
+            _seen(answer.get_data(), response_id, parked)
     return answer
 
 

@@ -314,6 +314,83 @@ def test_a_parked_call_is_given_up_after_its_age(
     assert otel.record().finish_reasons == ("queued",)
 
 
+def test_a_background_response_the_server_no_longer_has_is_recorded_at_once(
+    server: FakeOpenAIServer,
+) -> None:
+    """A poll answered 404 (the response expired, or another process deleted it): its end will
+    never be seen, so the call is recorded as it stood then, not an hour later; the user gets
+    the SDK's own error."""
+
+    def scenario() -> tuple[str, int, str]:
+        server.push(Reply(), Reply(status=404, error_message="Response not found"))
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            response = client.responses.create(model="o3", input="research", background=True)
+            with pytest.raises(openai.NotFoundError) as caught:
+                client.responses.retrieve(response.id)
+            return type(caught.value).__name__, caught.value.status_code, caught.value.message
+
+    bare, instrumented, otel = differential(scenario)
+    assert bare == instrumented
+    record = otel.record()  # before any exit
+    assert (record.outcome, record.finish_reasons) == ("ok", ("queued",))
+    assert record.tokens_source == "none"
+
+
+@pytest.mark.parametrize("how", ["cancel", "stream"])
+def test_an_async_follow_up_answered_404_gives_the_call_up(
+    server: FakeOpenAIServer,
+    otel: Otel,
+    new_aclient: Callable[[], openai.AsyncOpenAI],
+    how: str,
+) -> None:
+    server.push(Reply(), Reply(status=404))
+
+    async def run() -> None:
+        async with new_aclient() as client:
+            response = await client.responses.create(model="o3", input="go", background=True)
+            follow_up = (
+                client.responses.cancel(response.id)
+                if how == "cancel"
+                else client.responses.retrieve(response.id, stream=True, starting_after=3)
+            )
+            with pytest.raises(openai.NotFoundError):
+                await follow_up
+
+    asyncio.run(run())
+    assert otel.record().finish_reasons == ("queued",)
+
+
+def test_a_background_response_deleted_is_recorded_at_once(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    if not hasattr(client.responses, "delete"):
+        pytest.skip("this SDK has no responses.delete")
+    response = client.responses.create(model="o3", input="research", background=True)
+    other = client.responses.create(model="o3", input="more research", background=True)
+    assert client.responses.delete(response.id) is None
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert span.attributes[semconv.RESPONSE_ID] == response.id
+    assert otel.record().finish_reasons == ("queued",)
+    client.responses.retrieve(other.id)  # the other one is still followed
+    assert [r.finish_reasons for r in otel.records()] == [("queued",), ("completed",)]
+
+
+def test_a_follow_up_that_fails_otherwise_leaves_the_call_parked(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """A 500 or a 429 to a poll says nothing of the response: the app polls again."""
+    server.push(Reply(), Reply(status=500), Reply(status=429))
+    response = client.responses.create(model="o3", input="research", background=True)
+    with pytest.raises(openai.InternalServerError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.RateLimitError):
+        client.responses.retrieve(response.id)
+    assert otel.records() == []
+    assert client.responses.retrieve(response.id).status == "completed"
+    assert otel.record().finish_reasons == ("completed",)
+
+
 def test_follow_ups_of_other_responses_are_not_calls(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:

@@ -133,6 +133,34 @@ def test_a_next_turn_before_the_end_is_in_the_same_conversation_through_the_prox
     assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
 
 
+@pytest.mark.parametrize("gone", ["expired", "deleted"])
+def test_a_background_response_the_upstream_no_longer_has_is_recorded_at_once(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any, gone: str
+) -> None:
+    """A poll answered 404, or a delete: its end will never be seen through the proxy, so the
+    call is recorded as it stood, not when the proxy stops. A 500 to a poll says nothing."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    client = client_for(proxy.base_url)
+    response = client.responses.create(model="o3", input="research", background=True)
+    upstream.push(Reply(status=500))
+    with pytest.raises(openai.InternalServerError):
+        client.responses.retrieve(response.id)
+    time.sleep(0.2)
+    assert proxy.calls() == []
+    if gone == "expired":
+        upstream.push(Reply(status=404, error_message="Response not found"))
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(response.id)
+    else:
+        if not hasattr(client.responses, "delete"):
+            pytest.skip(f"openai {openai.__version__} has no responses.delete")
+        client.responses.delete(response.id)
+        assert upstream.requests[-1].method == "DELETE"
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("ok", "queued")
+    assert row["tokens_source"] == "none"
+
+
 def test_follow_ups_of_other_responses_pass_through_unrecorded(
     upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
 ) -> None:
