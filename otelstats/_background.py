@@ -22,8 +22,7 @@ from . import semconv
 from ._instr_telemetry import Call, Telemetry
 from ._parked import WAITING, Parked, server_took
 from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
-from ._streams import ResponsesState, response_outcome
-from .records import Outcome
+from ._streams import ResponsesState
 
 FOLLOW_UPS = (
     ("openai.resources.responses.responses", "Responses", False),
@@ -62,27 +61,6 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
     return False
 
 
-def _settle(parked: Parked, response: Any) -> None:
-    """End a parked call with the finished `response` a follow-up returned."""
-    state: ResponsesState = parked.state
-    state.model = response.model or state.model
-    if response.usage is not None:
-        state.usage = response.usage
-    state.finished = True
-    state.extra.pop(semconv.RESPONSE_FINISH_REASONS, None)  # the status it was parked with
-    state.extra.update(response_outcome(response))
-    if state.texts is not None:  # content capture: the whole answer, as the response has it
-        text = getattr(response, "output_text", None)
-        if text:
-            state.texts = {0: [text]}
-    outcome: Outcome = "ok"
-    if response.status == "cancelled":
-        outcome = "cancelled"
-    elif semconv.ERROR_TYPE in state.extra:
-        outcome = "error"
-    state.end(outcome, ended=_ended(parked, response))
-
-
 def _ended(parked: Parked, response: Any) -> float:
     """When the response ended (`perf_counter`): see `server_took`."""
     now = perf_counter()
@@ -117,7 +95,7 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
             return result
         parked = parked_calls.take(response_id)
         if parked is not None:
-            _settle(parked, result)
+            parked.state.settle(result, _ended(parked, result))
     except Exception:
         telemetry.internal_error("following a background response")
     return result
@@ -140,11 +118,28 @@ def _gone(telemetry: Telemetry, args: Any, kwargs: Any, error: BaseException | N
             telemetry.internal_error("giving up a background response")
 
 
-def _seen(telemetry: Telemetry, deletes: bool, args: Any, kwargs: Any, result: Any) -> Any:
-    if not telemetry.parked:
+def _cancelled_while_read(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> None:
+    """A cancel of a background response whose stream is being read here (a chat app's stop
+    button): if that stream then ends without the response's own end, it ends cancelled."""
+    if getattr(result, "object", None) != "response" or getattr(result, "status", None) in WAITING:
+        return
+    response_id = _response_id(args, kwargs)
+    try:
+        for state in list(telemetry.unfinished.values()):
+            if isinstance(state, ResponsesState) and state.response_id == response_id:
+                state.cancelled = result
+    except Exception:
+        telemetry.internal_error("following a background response")
+
+
+def _seen(telemetry: Telemetry, method: str, args: Any, kwargs: Any, result: Any) -> Any:
+    if method == "delete":
+        if telemetry.parked:
+            _gone(telemetry, args, kwargs, None)
         return result
-    if deletes:
-        _gone(telemetry, args, kwargs, None)
+    if method == "cancel" and telemetry.unfinished:
+        _cancelled_while_read(telemetry, args, kwargs, result)
+    if not telemetry.parked:
         return result
     return _followed(telemetry, args, kwargs, result)
 
@@ -152,7 +147,6 @@ def _seen(telemetry: Telemetry, deletes: bool, args: Any, kwargs: Any, result: A
 def follow_up(telemetry: Telemetry, is_async: bool, method: str) -> Callable[..., Any]:
     """A wrapper of `retrieve` / `cancel` / `delete`: the SDK's call as it is, then what it
     returned (or raised) seen. With nothing parked it costs one check."""
-    deletes = method == "delete"
     if is_async:
 
         async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -162,7 +156,7 @@ def follow_up(telemetry: Telemetry, is_async: bool, method: str) -> Callable[...
                 if telemetry.parked:
                     _gone(telemetry, args, kwargs, exc)
                 raise
-            return _seen(telemetry, deletes, args, kwargs, result)
+            return _seen(telemetry, method, args, kwargs, result)
 
         return async_wrapper
 
@@ -173,6 +167,6 @@ def follow_up(telemetry: Telemetry, is_async: bool, method: str) -> Callable[...
             if telemetry.parked:
                 _gone(telemetry, args, kwargs, exc)
             raise
-        return _seen(telemetry, deletes, args, kwargs, result)
+        return _seen(telemetry, method, args, kwargs, result)
 
     return wrapper

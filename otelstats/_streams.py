@@ -324,13 +324,16 @@ _PARKS: frozenset[Outcome] = frozenset({"incomplete", "cancelled"})
 
 
 class ResponsesState(StreamState):
-    __slots__ = ("background",)
+    __slots__ = ("background", "cancelled")
 
     def __init__(self, call: Call, *, hide_usage: bool = False) -> None:
         super().__init__(call, hide_usage=hide_usage)
         self.background = False
         """A background response (`background=True`): it goes on at the server whatever
         becomes of this stream, and may be followed up later (`_background`)."""
+        self.cancelled: Any = None
+        """The response as `responses.cancel` returned it while this stream was being read:
+        if the stream then ends without its own end, that is how the response ended."""
 
     def feed(self, item: Any) -> bool:
         kind = item.type
@@ -364,8 +367,11 @@ class ResponsesState(StreamState):
         self, outcome: Outcome, error: BaseException | None = None, ended: float | None = None
     ) -> None:
         """A background response's stream cut or left before its end is parked: the response
-        goes on, and the app may resume its stream or poll for it (`_parked`). A call given
-        its end time ends for good."""
+        goes on, and the app may resume its stream or poll for it (`_parked`), unless the app
+        cancelled it meanwhile. A call given its end time ends for good."""
+        if ended is None and self.cancelled is not None and not self.finished:
+            self.settle(self.cancelled, perf_counter())
+            return
         if (
             ended is None
             and self.background
@@ -383,6 +389,26 @@ class ResponsesState(StreamState):
             self.call.telemetry.unfinished.pop(id(self), None)  # open now as a parked call
             return
         super().end(outcome, error, ended)
+
+    def settle(self, response: Any, ended: float) -> None:
+        """End the call, at `ended`, as the finished `response` a follow-up returned says (a
+        poll, a cancel): its usage, its outcome, its status as the finish reason."""
+        self.model = response.model or self.model
+        if response.usage is not None:
+            self.usage = response.usage
+        self.finished = True
+        self.extra.pop(semconv.RESPONSE_FINISH_REASONS, None)  # the status it was parked with
+        self.extra.update(response_outcome(response))
+        if self.texts is not None:  # content capture: the whole answer, as the response has it
+            text = getattr(response, "output_text", None)
+            if text:
+                self.texts = {0: [text]}
+        outcome: Outcome = "ok"
+        if response.status == "cancelled":
+            outcome = "cancelled"
+        elif semconv.ERROR_TYPE in self.extra:
+            outcome = "error"
+        self.end(outcome, ended=ended)
 
     def give_up(
         self, outcome: Outcome, error_type: str | None, message: str | None, ended: float

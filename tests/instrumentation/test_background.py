@@ -203,6 +203,45 @@ def test_an_async_cut_background_stream_resumed_is_one_call(
     assert record.time_to_first_chunk_s is not None
 
 
+@pytest.mark.parametrize("then", ["ends", "closed"])
+def test_a_background_stream_cancelled_while_read_is_cancelled(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI, then: str
+) -> None:
+    """A chat app's stop button: the response cancelled while its stream is being read. The
+    stream then ends without the response's end, or the app closes it: one call, cancelled, at
+    once (not kept open for a follow-up that will never come)."""
+    server.push(Reply(text=TEXT, cut_after=5, cut_mode="eof"))  # nothing more after the cancel
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    events = iter(stream)
+    created = next(events)
+    while not next(events).type.endswith(".delta"):  # until the answer has begun
+        pass
+    assert otel.records() == []
+    assert client.responses.cancel(created.response.id).status == "cancelled"
+    if then == "ends":
+        assert [e.type for e in events][-1] != "response.completed"
+    else:
+        stream.close()
+    record = otel.record()
+    assert (record.outcome, record.finish_reasons) == ("cancelled", ("cancelled",))
+    assert record.time_to_first_chunk_s is not None
+
+
+def test_a_background_stream_cancelled_too_late_ends_as_the_server_says(
+    server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
+) -> None:
+    """The cancel came after the server had finished the answer: the stream's own end wins."""
+    server.push(Reply(text=TEXT))
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    events = iter(stream)
+    created = next(events)
+    client.responses.cancel(created.response.id)
+    assert [e.type for e in events][-1] == "response.completed"
+    record = otel.record()
+    assert (record.outcome, record.finish_reasons) == ("ok", ("completed",))
+    assert record.tokens_source == "reported"
+
+
 def _polled_to_its_end(client: openai.OpenAI, otel: Otel, response_id: str) -> Any:
     """Nothing recorded while the response goes on; the poll that finds it done records it,
     whole: the record."""
