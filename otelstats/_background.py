@@ -119,17 +119,17 @@ def _gone(telemetry: Telemetry, args: Any, kwargs: Any, error: BaseException | N
 
 
 def _cancelled_while_read(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> None:
-    """A cancel of a background response whose stream is being read here (a chat app's stop
-    button): if that stream then ends without the response's own end, it ends cancelled."""
-    if getattr(result, "object", None) != "response" or getattr(result, "status", None) in WAITING:
-        return
+    """A cancel of a background response that is not parked: its stream may be being read here
+    (a chat app's stop button), and then ends cancelled (`ParkedResponses.cancelled`)."""
+    if getattr(result, "object", None) != "response":
+        return  # a raw response: its body is the user's to read
     response_id = _response_id(args, kwargs)
-    try:
-        for state in list(telemetry.unfinished.values()):
-            if isinstance(state, ResponsesState) and state.response_id == response_id:
-                state.cancelled = result
-    except Exception:
-        telemetry.internal_error("following a background response")
+    if (
+        getattr(result, "status", None) == "cancelled"
+        and type(response_id) is str
+        and response_id not in telemetry.parked
+    ):
+        telemetry.parked.cancelled(response_id, result)
 
 
 def _seen(telemetry: Telemetry, method: str, args: Any, kwargs: Any, result: Any) -> Any:
@@ -137,7 +137,7 @@ def _seen(telemetry: Telemetry, method: str, args: Any, kwargs: Any, result: Any
         if telemetry.parked:
             _gone(telemetry, args, kwargs, None)
         return result
-    if method == "cancel" and telemetry.unfinished:
+    if method == "cancel":
         _cancelled_while_read(telemetry, args, kwargs, result)
     if not telemetry.parked:
         return result

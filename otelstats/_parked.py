@@ -26,6 +26,8 @@ MAX_AGE_S = 3600.0
 """A parked call not followed up for this long is given up (deep research runs for minutes)."""
 MAX_PARKED = 4096
 """At most this many parked calls per instrumentation; the oldest is given up first."""
+MAX_CANCELS = 64
+"""At most this many cancels kept for streams still being read (`cancelled`)."""
 
 
 class Ends(Protocol):
@@ -36,6 +38,9 @@ class Ends(Protocol):
     ) -> None:
         """End the call for good, at `ended`, as `outcome` (with an error of that type and
         message, if it had one)."""
+
+    def settle(self, response: Any, ended: float) -> None:
+        """End the call for good, as the finished `response` a follow-up returned says."""
 
 
 @dataclass(eq=False, slots=True)
@@ -58,6 +63,9 @@ class ParkedResponses:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Parked] = {}
+        self._cancels: dict[str, Any] = {}
+        """Responses cancelled while not parked (their streams being read), by id, oldest
+        first: what the cancel returned."""
         self._lock = threading.Lock()
         self.closed = False
         """Set at exit: nothing is parked any more, calls end as they are."""
@@ -77,10 +85,17 @@ class ParkedResponses:
         message: str | None = None,
     ) -> bool:
         """Keep `state`'s call open under `response_id`, standing as `outcome` (with an error of
-        that type and message); False (nothing kept) once closed."""
+        that type and message); False (nothing kept) once closed. A response cancelled while
+        its stream was being read (`cancelled`) is not kept: its call ends, cancelled."""
         if self.closed:
             return False
-        parked = Parked(response_id, state, outcome, error_type, message, perf_counter())
+        now = perf_counter()
+        with self._lock:
+            cancelled = self._cancels.pop(response_id, None)
+        if cancelled is not None:  # cancelled while its stream was being read: that is its end
+            state.settle(cancelled, now)
+            return True
+        parked = Parked(response_id, state, outcome, error_type, message, now)
         with self._lock:
             replaced = self._by_id.get(response_id)
             if replaced is not None and replaced.state is state:
@@ -99,6 +114,15 @@ class ParkedResponses:
             parked = self._by_id.pop(response_id, None)
         self.sweep()
         return parked
+
+    def cancelled(self, response_id: str, response: Any) -> None:
+        """A cancel returned `response` finished while nothing was parked under its id: its
+        stream may be being read right now (a chat app's stop button). If that stream then
+        ends without the response's end and would be parked, it ends as `response` says."""
+        with self._lock:
+            self._cancels[response_id] = response
+            while len(self._cancels) > MAX_CANCELS:
+                del self._cancels[next(iter(self._cancels))]
 
     def gone(self, response_id: str) -> None:
         """The server no longer has `response_id` (a follow-up answered 404, or the app deleted
@@ -139,6 +163,7 @@ class ParkedResponses:
         """In a fork child: the parked calls are the parent's, which records them."""
         self._lock = threading.Lock()
         self._by_id.clear()
+        self._cancels.clear()
 
 
 def server_took(created_at: Any, completed_at: Any) -> float | None:

@@ -324,16 +324,13 @@ _PARKS: frozenset[Outcome] = frozenset({"incomplete", "cancelled"})
 
 
 class ResponsesState(StreamState):
-    __slots__ = ("background", "cancelled")
+    __slots__ = ("background",)
 
     def __init__(self, call: Call, *, hide_usage: bool = False) -> None:
         super().__init__(call, hide_usage=hide_usage)
         self.background = False
         """A background response (`background=True`): it goes on at the server whatever
         becomes of this stream, and may be followed up later (`_background`)."""
-        self.cancelled: Any = None
-        """The response as `responses.cancel` returned it while this stream was being read:
-        if the stream then ends without its own end, that is how the response ended."""
 
     def feed(self, item: Any) -> bool:
         kind = item.type
@@ -369,9 +366,6 @@ class ResponsesState(StreamState):
         """A background response's stream cut or left before its end is parked: the response
         goes on, and the app may resume its stream or poll for it (`_parked`), unless the app
         cancelled it meanwhile. A call given its end time ends for good."""
-        if ended is None and self.cancelled is not None and not self.finished:
-            self.settle(self.cancelled, perf_counter())
-            return
         if (
             ended is None
             and self.background

@@ -72,17 +72,20 @@ def forward_follow_up(
             direct_passthrough=True,
         )
     answer = call.whole(conn, resp)
+    status = answer.status_code
     if response_id in parked and action != "input_items":
-        status = answer.status_code
         if status == 404 or (method == "DELETE" and 200 <= status < 300):
             parked.gone(response_id)  # its end will never be seen
         elif shows and 200 <= status < 300:
             _seen(answer.get_data(), response_id, parked)
+    elif action == "cancel" and 200 <= status < 300:  # its stream may be being relayed now
+        _seen(answer.get_data(), response_id, parked)
     return answer
 
 
 def _seen(payload: bytes, response_id: str, parked: ParkedResponses) -> None:
-    """A retrieved or cancelled response: if it has ended, so has its parked call."""
+    """A retrieved or cancelled response: if it has ended, so has its parked call; one cancelled
+    while its stream is being relayed ends cancelled when that stream ends."""
     try:
         response = json.loads(payload)
     except ValueError:
@@ -94,3 +97,5 @@ def _seen(payload: bytes, response_id: str, parked: ParkedResponses) -> None:
     taken = parked.take(response_id)
     if taken is not None:
         taken.state.settle(response, taken.since)
+    elif response.get("status") == "cancelled":
+        parked.cancelled(response_id, response)

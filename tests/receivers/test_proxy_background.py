@@ -133,6 +133,27 @@ def test_a_next_turn_before_the_end_is_in_the_same_conversation_through_the_prox
     assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
 
 
+def test_a_background_stream_cancelled_while_relayed_is_cancelled(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    """A stop button: the response cancelled through the proxy while the proxy still relays
+    its stream (the upstream sends an event every 0.5 s and ends it, cut, after the cancel).
+    One call, cancelled, at once: not parked until a follow-up that will never come."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(Reply(text=TEXT, cut_after=8, cut_mode="eof", token_delay=0.5))
+    client = client_for(proxy.base_url)
+    stream = client.responses.create(model="o3", input="go", background=True, stream=True)
+    events = iter(stream)
+    created = next(events)
+    while not next(events).type.endswith(".delta"):  # the answer has begun
+        pass
+    assert client.responses.cancel(created.response.id).status == "cancelled"
+    assert proxy.calls() == []  # the stream is still being relayed
+    assert [e.type for e in events][-1] != "response.completed"
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["finish_reasons"]) == ("cancelled", "cancelled")
+
+
 @pytest.mark.parametrize("gone", ["expired", "deleted"])
 def test_a_background_response_the_upstream_no_longer_has_is_recorded_at_once(
     upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any, gone: str
