@@ -85,6 +85,8 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
             if parked is None:
                 return result
             state: ResponsesState = parked.state
+            if _from_the_start(kwargs.get("starting_after")):
+                state.replayed()
             telemetry.unfinished[id(state)] = state
             if hasattr(result, "__anext__"):
                 return AsyncStreamProxy(result, state)
@@ -99,6 +101,12 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
     except Exception:
         telemetry.internal_error("following a background response")
     return result
+
+
+def _from_the_start(starting_after: Any) -> bool:
+    """A resumed stream without a cursor (None, or the SDK's omitted value) replays every
+    event."""
+    return starting_after is None or type(starting_after).__name__ in ("Omit", "NotGiven")
 
 
 def _response_id(args: Any, kwargs: Any) -> Any:

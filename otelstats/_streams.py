@@ -384,6 +384,13 @@ class ResponsesState(StreamState):
             return
         super().end(outcome, error, ended)
 
+    def replayed(self) -> None:
+        """Its stream is resumed from the start (no `starting_after`): the server sends every
+        event again, so the output is counted anew (the first chunk's time stays)."""
+        self.content = 0
+        if self.texts is not None:
+            self.texts = {}
+
     def settle(self, response: Any, ended: float) -> None:
         """End the call, at `ended`, as the finished `response` a follow-up returned says (a
         poll, a cancel): its usage, its outcome, its status as the finish reason."""

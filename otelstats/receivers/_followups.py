@@ -64,7 +64,7 @@ def forward_follow_up(
         taken = parked.take(response_id) if shows else None
         if taken is not None:  # the rest of a parked response's stream: that call's own
             call = taken.state
-            call.resume()
+            call.resume(replayed="starting_after" not in request.args)
         return Response(
             call.relay(conn, resp, hide_usage_chunk=False),
             status=resp.status,

@@ -173,10 +173,14 @@ class ProxiedCall:
             end_ns = min(end_ns, max(since_ns, tally.start_ns + round(took * 1e9)))
         self.finish(end_ns=end_ns)
 
-    def resume(self) -> None:
-        """The rest of a parked response's stream is about to be relayed through this call."""
+    def resume(self, replayed: bool = False) -> None:
+        """The rest of a parked response's stream is about to be relayed through this call;
+        `replayed`: all of it, from the start (no `starting_after`), so its output is counted
+        anew (the first chunk's time stays)."""
         if self.tally is not None:
             self.tally.error_type = self.tally.outcome = None
+            if replayed:
+                self.tally.chunks = 0
 
     def relay(
         self,

@@ -172,6 +172,43 @@ def test_a_cut_background_stream_resumed_is_one_call(server: FakeOpenAIServer, h
     assert record.time_to_first_chunk_s is not None
 
 
+@pytest.mark.parametrize("how", ["retrieve", "stream_helper"])
+def test_a_background_stream_resumed_from_the_start_is_counted_once(
+    server: FakeOpenAIServer, client: openai.OpenAI, how: str
+) -> None:
+    """Resumed without a cursor (a page reloaded re-attaches to the response), the server
+    replays every event: a server that sends no usage has its output counted once, not the
+    first stream's part twice, and the captured answer is the answer, once."""
+    otel = make_otel(capture_content=True)
+    server.push(
+        Reply(text=TEXT, usage="none", cut_after=8, cut_mode="reset"),
+        Reply(text=TEXT, usage="none"),
+    )
+    try:
+        seen: list[Any] = []
+        with pytest.raises(openai.APIConnectionError):
+            seen.extend(
+                client.responses.create(model="o3", input="go", background=True, stream=True)
+            )
+        deltas_before = sum(e.type.endswith(".delta") for e in seen)
+        assert deltas_before > 1
+        response_id = seen[0].response.id
+        if how == "retrieve":
+            replay = list(client.responses.retrieve(response_id, stream=True))
+        else:
+            with client.responses.stream(response_id=response_id) as rest:
+                replay = list(rest)
+    finally:
+        otel.instrumentor.uninstrument()
+    assert replay[0].type == "response.created"  # every event again
+    record = otel.record()
+    assert (record.outcome, record.tokens_source) == ("ok", "counted")
+    assert record.output_tokens == len(TEXT.split())
+    (span,) = otel.finished()
+    assert span.attributes is not None
+    assert str(span.attributes[semconv.OUTPUT_MESSAGES]).count("Deep research") == 1
+
+
 def test_an_async_cut_background_stream_resumed_is_one_call(
     server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
 ) -> None:

@@ -103,6 +103,26 @@ def test_a_cut_background_stream_resumed_through_the_proxy_is_one_call(
     assert row["time_to_first_chunk_s"] is not None
 
 
+def test_a_background_stream_replayed_through_the_proxy_is_counted_once(
+    upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
+) -> None:
+    """Resumed without a cursor, every event comes again: counted once (no usage sent)."""
+    proxy: RunningProxy = start_proxy(upstream.base_url)
+    upstream.push(
+        Reply(text=TEXT, usage="none", cut_after=8, cut_mode="reset"),
+        Reply(text=TEXT, usage="none"),
+    )
+    client = client_for(proxy.base_url)
+    seen: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        seen.extend(client.responses.create(model="o3", input="go", background=True, stream=True))
+    replay = list(client.responses.retrieve(seen[0].response.id, stream=True))
+    assert replay[-1].type == "response.completed"
+    (row,) = proxy.calls(at_least=1)
+    assert (row["outcome"], row["tokens_source"]) == ("ok", "counted")
+    assert row["output_tokens"] == len(TEXT.split())
+
+
 def test_a_background_response_never_followed_is_recorded_when_the_proxy_stops(
     upstream: FakeOpenAIServer, start_proxy: Any, client_for: Any
 ) -> None:
