@@ -21,8 +21,8 @@ from typing import Any
 from . import semconv
 from ._instr_telemetry import Call, Telemetry
 from ._parked import WAITING, Parked, server_took
+from ._responses_state import ResponsesState
 from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
-from ._streams import ResponsesState
 
 FOLLOW_UPS = (
     ("openai.resources.responses.responses", "Responses", False),

@@ -22,8 +22,9 @@ from ._background import park_answer
 from ._instr_telemetry import Call, Server, Telemetry, timings_attributes, usage_attributes
 from ._long_strings import captured
 from ._parked import WAITING
+from ._responses_state import ResponsesState, response_outcome
 from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
-from ._streams import ChatState, CompletionState, ResponsesState, StreamState, response_outcome
+from ._streams import ChatState, CompletionState, StreamState
 from .conversation import resolve as resolve_conversation
 from .records import Outcome
 from .usage_request import may_refuse_usage, sends_usage_unasked, with_usage

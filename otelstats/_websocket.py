@@ -34,7 +34,7 @@ from typing import Any
 from . import semconv
 from ._instr_calls import RESPONSES, Prepared
 from ._instr_telemetry import JSONObject, Telemetry
-from ._streams import ResponsesState
+from ._responses_state import ResponsesState
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _LIFECYCLE = r'"(?:response\.(?:created|completed|incomplete|failed)|error)"'

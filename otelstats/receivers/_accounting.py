@@ -180,10 +180,10 @@ class CallTally:
         if not isinstance(status, str):
             return
         self.status = status
-        # Read as for an instrumented call (`_streams.response_outcome`): a failed response is
-        # an error named by its code; an incomplete one stopped short of its end by a limit
-        # the request set (like chat's finish reason `length`) and names why; any other
-        # status is its finish reason.
+        # Read as for an instrumented call (`_responses_state.response_outcome`): a failed
+        # response is an error named by its code; an incomplete one stopped short of its end by
+        # a limit the request set (like chat's finish reason `length`) and names why; any
+        # other status is its finish reason.
         if status == "failed":
             failed = semconv.answered_error(response.get("error")) or "response.failed"
             self.error_type = self.error_type or failed
