@@ -87,14 +87,14 @@ class ParkedResponses:
         """Keep `state`'s call open under `response_id`, standing as `outcome` (with an error of
         that type and message); False (nothing kept) once closed. A response cancelled while
         its stream was being read (`cancelled`) is not kept: its call ends, cancelled."""
-        if self.closed:
-            return False
         now = perf_counter()
         with self._lock:
             cancelled = self._cancels.pop(response_id, None)
         if cancelled is not None:  # cancelled while its stream was being read: that is its end
             state.settle(cancelled, now)
             return True
+        if self.closed:
+            return False
         parked = Parked(response_id, state, outcome, error_type, message, now)
         with self._lock:
             replaced = self._by_id.get(response_id)
