@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import semconv
-from ._instr_calls import RESPONSES, Prepared
+from ._instr_request import RESPONSES, Prepared
 from ._instr_telemetry import JSONObject, Telemetry
 from ._responses_state import ResponsesState
 
@@ -67,7 +67,7 @@ def _server_of(ws: Any) -> Any:
 
 
 class _Url:
-    """The attributes `_instr_calls._server` reads of a base URL."""
+    """The attributes `_instr_request._server` reads of a base URL."""
 
     __slots__ = ("host", "path", "port", "scheme", "text")
 

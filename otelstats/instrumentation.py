@@ -26,11 +26,6 @@ from . import semconv
 from ._background import FOLLOW_UPS, FOLLOWED, follow_up
 from ._coexist import DuplicateMarker
 from ._instr_calls import (
-    CHAT,
-    EMBEDDINGS,
-    RESPONSES,
-    TEXT_COMPLETION,
-    Endpoint,
     active_call,
     async_wrapper,
     outside_calls,
@@ -38,6 +33,7 @@ from ._instr_calls import (
     resource_call,
     sync_wrapper,
 )
+from ._instr_request import CHAT, EMBEDDINGS, RESPONSES, TEXT_COMPLETION, Endpoint
 from ._instr_telemetry import Options, Telemetry
 from ._websocket_wrap import BASES, CONNECTIONS, WEBSOCKETS, Sockets
 from .config import SDK_DISABLED_WARNING, Settings, sdk_disabled
