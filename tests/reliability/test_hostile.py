@@ -220,9 +220,11 @@ def test_sql_injection_model_is_stored_and_shown_verbatim(store: Store) -> None:
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     try:
-        with FakeOpenAIServer() as server:
-            client = openai.OpenAI(base_url=server.base_url, api_key="sk-x", max_retries=0)
-            client.chat.completions.create(model=evil, messages=[{"role": "user", "content": "x"}])
+        with (
+            FakeOpenAIServer() as server,
+            openai.OpenAI(base_url=server.base_url, api_key="sk-x", max_retries=0) as sdk,
+        ):
+            sdk.chat.completions.create(model=evil, messages=[{"role": "user", "content": "x"}])
     finally:
         instrumentor.uninstrument()
         provider.shutdown()
@@ -270,31 +272,35 @@ def test_api_keys_are_never_logged_or_stored(
         with FakeOpenAIServer() as upstream:
             instrumentor.instrument(tracer_provider=sdk_provider)
             try:
-                direct = openai.OpenAI(base_url=upstream.base_url, api_key=key, max_retries=0)
-                direct.chat.completions.create(model="m", messages=messages)
-                for _ in direct.chat.completions.create(model="m", messages=messages, stream=True):
-                    pass
-                upstream.push(leaky)
-                with pytest.raises(openai.AuthenticationError):
+                with openai.OpenAI(
+                    base_url=upstream.base_url, api_key=key, max_retries=0
+                ) as direct:
                     direct.chat.completions.create(model="m", messages=messages)
+                    for _ in direct.chat.completions.create(
+                        model="m", messages=messages, stream=True
+                    ):
+                        pass
+                    upstream.push(leaky)
+                    with pytest.raises(openai.AuthenticationError):
+                        direct.chat.completions.create(model="m", messages=messages)
             finally:
                 instrumentor.uninstrument()
             proxy = ProxyServer(create_proxy_app(upstream.base_url, proxy_provider)).start()
             try:
                 # Some clients also put the key in the query string: the proxy's request log
                 # must drop it (the client library's own log shows its URL; that is the app's).
-                via = openai.OpenAI(
+                with openai.OpenAI(
                     base_url=proxy.base_url,
                     api_key=key,
                     default_query={"api_key": key},
                     max_retries=0,
-                )
-                via.chat.completions.create(model="m", messages=messages)
-                for _ in via.chat.completions.create(model="m", messages=messages, stream=True):
-                    pass
-                upstream.push(leaky)
-                with pytest.raises(openai.AuthenticationError):
+                ) as via:
                     via.chat.completions.create(model="m", messages=messages)
+                    for _ in via.chat.completions.create(model="m", messages=messages, stream=True):
+                        pass
+                    upstream.push(leaky)
+                    with pytest.raises(openai.AuthenticationError):
+                        via.chat.completions.create(model="m", messages=messages)
             finally:
                 proxy.shutdown()
             # The key really went over the wire (so not finding it below means something).
