@@ -64,8 +64,10 @@ def test_openai_v2_spans_over_otlp_reach_the_statistics(
 ) -> None:
     exporter = OTLPSpanExporter(endpoint=f"{served.url}/v1/traces", compression=compression)
     openai_v2.add_span_processor(SimpleSpanProcessor(exporter))
-    with FakeOpenAIServer() as upstream:
-        client = openai.OpenAI(base_url=upstream.base_url, api_key="x", max_retries=0)
+    with (
+        FakeOpenAIServer() as upstream,
+        openai.OpenAI(base_url=upstream.base_url, api_key="x", max_retries=0) as client,
+    ):
         replies = [
             client.chat.completions.create(model="fake-gpt-4o-mini", messages=MESSAGES)
             for _ in range(3)
