@@ -267,6 +267,41 @@ def test_a_background_stream_cancelled_while_read_is_cancelled(
     assert record.time_to_first_chunk_s is not None
 
 
+def test_an_async_background_stream_cancelled_while_read_is_cancelled(
+    server: FakeOpenAIServer, otel: Otel, new_aclient: Callable[[], openai.AsyncOpenAI]
+) -> None:
+    """The stop button in an async app: the cancel awaited while another task reads."""
+    server.push(Reply(text=TEXT, cut_after=8, cut_mode="eof", token_delay=0.05))
+
+    async def run() -> list[str]:
+        async with new_aclient() as client:
+            stream = await client.responses.create(
+                model="o3", input="go", background=True, stream=True
+            )
+            types: list[str] = []
+            ids: list[str] = []
+            begun = asyncio.Event()
+
+            async def read() -> None:
+                async for event in stream:
+                    types.append(event.type)
+                    if event.type == "response.created":
+                        ids.append(event.response.id)
+                    elif event.type.endswith(".delta"):
+                        begun.set()
+
+            reader = asyncio.create_task(read())
+            await begun.wait()
+            await client.responses.cancel(ids[0])
+            await reader
+            return types
+
+    types = asyncio.run(run())
+    assert types[-1] != "response.completed"
+    record = otel.record()
+    assert (record.outcome, record.finish_reasons) == ("cancelled", ("cancelled",))
+
+
 def test_a_background_stream_cancelled_too_late_ends_as_the_server_says(
     server: FakeOpenAIServer, otel: Otel, client: openai.OpenAI
 ) -> None:
