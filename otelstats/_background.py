@@ -15,12 +15,12 @@ stood when last seen, at once. The follow-ups themselves are not calls: they cos
 from __future__ import annotations
 
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any
 
 from . import semconv
+from ._instr_request import omitted
 from ._instr_telemetry import Call, Telemetry
-from ._parked import WAITING, Parked, server_took
+from ._parked import WAITING
 from ._responses_state import ResponsesState
 from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
 
@@ -61,18 +61,6 @@ def park_answer(call: Call, response: Any, attributes: dict[str, Any]) -> bool:
     return False
 
 
-def _ended(parked: Parked, response: Any) -> float:
-    """When the response ended (`perf_counter`): see `server_took`."""
-    now = perf_counter()
-    took = server_took(
-        getattr(response, "created_at", None), getattr(response, "completed_at", None)
-    )
-    if took is None:
-        return now
-    start: float = parked.state.call.start
-    return min(now, max(parked.since, start + took))
-
-
 def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
     """What a `retrieve` / `cancel` returned, seen: it may end, or resume, a parked call."""
     response_id = _response_id(args, kwargs)
@@ -97,7 +85,7 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
             return result
         parked = parked_calls.take(response_id)
         if parked is not None:
-            parked.state.settle(result, _ended(parked, result))
+            parked.state.settle(result, parked.since)
     except Exception:
         telemetry.internal_error("following a background response")
     return result
@@ -106,7 +94,7 @@ def _followed(telemetry: Telemetry, args: Any, kwargs: Any, result: Any) -> Any:
 def _from_the_start(starting_after: Any) -> bool:
     """A resumed stream without a cursor (None, or the SDK's omitted value) replays every
     event."""
-    return starting_after is None or type(starting_after).__name__ in ("Omit", "NotGiven")
+    return starting_after is None or omitted(starting_after)
 
 
 def _response_id(args: Any, kwargs: Any) -> Any:

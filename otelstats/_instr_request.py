@@ -22,6 +22,13 @@ from .conversation import resolve as resolve_conversation
 from .usage_request import may_refuse_usage, sends_usage_unasked, with_usage
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+_OMITTED = frozenset({"Omit", "NotGiven"})
+
+
+def omitted(value: Any) -> bool:
+    """An argument the caller left out: the SDK's `omit` / `NOT_GIVEN` default (by class name,
+    which every SDK version since 1.0 has kept)."""
+    return type(value).__name__ in _OMITTED
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ class Ends(Protocol):
         """End the call for good, at `ended`, as `outcome` (with an error of that type and
         message, if it had one)."""
 
-    def settle(self, response: Any, ended: float) -> None:
-        """End the call for good, as the finished `response` a follow-up returned says."""
+    def settle(self, response: Any, since: float) -> None:
+        """End the call for good, as the finished `response` a follow-up returned says; `since`:
+        when it was last seen going on (its end is no earlier, see `server_took`)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -129,7 +130,7 @@ class ParkedResponses:
         it): its end will never be seen, so its parked call, if any, is given up now."""
         parked = self.take(response_id)
         if parked is not None:
-            parked.state.give_up(parked.outcome, parked.error_type, parked.message, parked.since)
+            self.give_up(parked)
 
     def give_up(self, parked: Parked) -> None:
         """End a parked call as it stood when it was parked."""

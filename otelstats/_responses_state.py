@@ -6,14 +6,14 @@ while the response goes on at the server (`_parked`, `_background`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 from . import semconv
 from ._instr_telemetry import Call
+from ._parked import server_took
 from ._streams import StreamState
 from .records import Outcome
-
-_RESPONSE_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class StoodWith(Exception):
@@ -40,7 +40,7 @@ class ResponsesState(StreamState):
             if self.texts is not None and kind == "response.output_text.delta":
                 index = getattr(item, "output_index", 0)
                 self.texts.setdefault(index, []).append(item.delta)
-        elif kind in _RESPONSE_TERMINAL or kind == "response.created":
+        elif kind in semconv.RESPONSE_TERMINAL_EVENTS or kind == "response.created":
             response = item.response
             self.model = response.model or self.model
             self.response_id = response.id or self.response_id
@@ -92,9 +92,16 @@ class ResponsesState(StreamState):
         if self.texts is not None:
             self.texts = {}
 
-    def settle(self, response: Any, ended: float) -> None:
-        """End the call, at `ended`, as the finished `response` a follow-up returned says (a
-        poll, a cancel): its usage, its outcome, its status as the finish reason."""
+    def settle(self, response: Any, since: float) -> None:
+        """End the call as the finished `response` a follow-up returned says (a poll, a
+        cancel): its usage, its outcome, its status as the finish reason; `since`: when it was
+        last seen going on (`perf_counter`). It ended when the server says (`server_took`)."""
+        ended = perf_counter()
+        took = server_took(
+            getattr(response, "created_at", None), getattr(response, "completed_at", None)
+        )
+        if took is not None:
+            ended = min(ended, max(since, self.call.start + took))
         self.model = response.model or self.model
         if response.usage is not None:
             self.usage = response.usage

@@ -32,11 +32,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import semconv
-from ._instr_request import RESPONSES, Prepared
+from ._instr_request import RESPONSES, Prepared, omitted
 from ._instr_telemetry import JSONObject, Telemetry
 from ._responses_state import ResponsesState
 
-_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _LIFECYCLE = r'"(?:response\.(?:created|completed|incomplete|failed)|error)"'
 _MARKERS: dict[type, Callable[[Any], object]] = {
     bytes: re.compile(_LIFECYCLE.encode()).search,
@@ -45,8 +44,6 @@ _MARKERS: dict[type, Callable[[Any], object]] = {
 """Raw messages that must be parsed (an output event carries none of these quoted names), by
 the message's type (websockets hands out text frames as str, the SDK's `recv_bytes` bytes)."""
 _DELTA: dict[type, Any] = {bytes: b'.delta"', str: '.delta"'}
-
-_OMITTED = frozenset({"Omit", "NotGiven"})
 
 
 def _server_of(ws: Any) -> Any:
@@ -142,7 +139,7 @@ class Socket:
             return None
         # The SDK's `connection.response.create` passes every argument, the ones not given as
         # its `omit` sentinel (dropped when it sends the event).
-        event = {k: v for k, v in event.items() if type(v).__name__ not in _OMITTED}
+        event = {k: v for k, v in event.items() if not omitted(v)}
         state = self._start(event)
         self.lane(event.get("stream_id")).waiting.append(state)
         return state
@@ -161,7 +158,7 @@ class Socket:
             self._created(self.lane(stream_id), event)
             return
         lane = self.lanes.get(stream_id)
-        if kind in _TERMINAL:
+        if kind in semconv.RESPONSE_TERMINAL_EVENTS:
             self._ended(lane, event)
         elif kind == "error":
             if lane is not None:

@@ -89,6 +89,10 @@ DELTA_OUTPUT: Final = (
 )  # fmt: skip
 """Every field of a chat stream's delta that carries generated output: a chunk with any of them is
 an output chunk (time to first chunk, tokens counted when a server reports no usage)."""
+RESPONSE_TERMINAL_EVENTS: Final = frozenset(
+    {"response.completed", "response.incomplete", "response.failed"}
+)
+"""The Responses API's stream events that end a response, each carrying the whole response."""
 
 
 _AZURE_DOMAINS: Final = (".azure.com", ".azure.us", ".azure.cn", ".azure-api.net")

@@ -26,7 +26,6 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 """An SSE event longer than this is forwarded but no longer parsed (a broken upstream)."""
 
 
-_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _STARTING_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
@@ -112,7 +111,7 @@ class CallTally:
                 return
             if kind.endswith(".delta"):
                 self._content_chunk(now_ns)
-            elif kind in _TERMINAL_EVENTS:
+            elif kind in semconv.RESPONSE_TERMINAL_EVENTS:
                 self.finished = True
                 self._observe_response_object(_dict(event.get("response")))
             elif kind in _STARTING_EVENTS:  # its id, status, and whether it is a background one

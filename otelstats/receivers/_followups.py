@@ -59,7 +59,7 @@ def forward_follow_up(
         )
     except UpstreamFailure as exc:
         return error_response(exc.status, str(exc), exc.error_type)
-    shows = response_id in parked and method != "DELETE" and action != "input_items"
+    shows = method != "DELETE" and action != "input_items"  # how the response stands
     if resp.status < 400 and resp.getheader("Content-Type", "").startswith("text/event-stream"):
         taken = parked.take(response_id) if shows else None
         if taken is not None:  # the rest of a parked response's stream: that call's own
@@ -72,13 +72,13 @@ def forward_follow_up(
             direct_passthrough=True,
         )
     answer = call.whole(conn, resp)
-    status = answer.status_code
-    if response_id in parked and action != "input_items":
-        if status == 404 or (method == "DELETE" and 200 <= status < 300):
-            parked.gone(response_id)  # its end will never be seen
-        elif shows and 200 <= status < 300:
-            _seen(answer.get_data(), response_id, parked)
-    elif action == "cancel" and 200 <= status < 300:  # its stream may be being relayed now
+    status, ok = answer.status_code, 200 <= answer.status_code < 300
+    if action == "input_items":
+        return answer
+    if status == 404 or (method == "DELETE" and ok):
+        parked.gone(response_id)  # its end will never be seen
+    elif ok and (response_id in parked or action == "cancel"):
+        # A cancel of one not parked: its stream may be being relayed right now.
         _seen(answer.get_data(), response_id, parked)
     return answer
 
