@@ -189,17 +189,24 @@ class Setup:
         self.name = name
         self.instrumentor = instrumentor
         self.tracer_provider = TracerProvider()
-        # otelstats' setups get the processor `otelstats.instrument()` installs.
-        processor = StatsSpanProcessor if name.startswith("otelstats") else BatchSpanProcessor
-        self.tracer_provider.add_span_processor(processor(StatsSpanExporter(db)))
+        # otelstats' setups get what `otelstats.instrument()` installs on a provider of its own:
+        # its processor, which makes the calls' spans off the callers' threads.
+        self.deferred = None
+        if name.startswith("otelstats"):
+            processor = StatsSpanProcessor(StatsSpanExporter(db))
+            self.deferred = processor.deferred
+        else:
+            processor = BatchSpanProcessor(StatsSpanExporter(db))
+        self.tracer_provider.add_span_processor(processor)
         self.meter_provider = (
             MeterProvider(metric_readers=[InMemoryMetricReader()]) if sdk_metrics else None
         )
 
     def __enter__(self) -> Setup:
         if self.instrumentor is not None:
+            deferred = {"deferred_spans": self.deferred} if self.deferred is not None else {}
             self.instrumentor.instrument(
-                tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+                tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **deferred
             )
         return self
 

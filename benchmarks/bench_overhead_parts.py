@@ -34,7 +34,10 @@ bench_overhead does):
   bare          the openai SDK alone
   noop          + otelstats' wrappers with a no-op tracer: our own logic
   sdk           + an SDK TracerProvider: the span (its attributes, ids, processors)
-  full-nowrite  + StatsSpanProcessor -> StatsSpanExporter, Store.write skipped: the mapping
+  full-nowrite  + StatsSpanProcessor -> StatsSpanExporter, Store.write skipped: the mapping;
+                the spans are made off the caller's thread, at the flush, as on the provider of
+                its own that `otelstats.instrument()` sets up (`_deferred_spans`), so this mode
+                moves the span's cost from the calls to the export (where it is made in a loop)
   full          + Store.write into SQLite: everything a user pays
   openai-v2     opentelemetry-instrumentation-openai-v2 with SDK metrics, exporting the same way
                 (through a plain BatchSpanProcessor)
@@ -105,8 +108,12 @@ class Mode:
             # commit each) would then depend on how loaded the machine is.
             exporter = StatsSpanExporter(db)
             # otelstats' modes get the processor `otelstats.instrument()` installs.
-            processor = BatchSpanProcessor if mode == "openai-v2" else StatsSpanProcessor
-            provider.add_span_processor(processor(exporter, schedule_delay_millis=3_600_000))
+            if mode == "openai-v2":
+                processor = BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
+            else:  # and, as on a provider of its own, its spans made off the caller's thread
+                processor = StatsSpanProcessor(exporter, schedule_delay_millis=3_600_000)
+                self.kwargs["deferred_spans"] = processor.deferred
+            provider.add_span_processor(processor)
             self.flushed = provider
         if mode == "openai-v2":
             from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as V2

@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -28,6 +26,8 @@ from opentelemetry.trace import (
 
 from . import semconv
 from ._coexist import encloses_call, mark
+from ._deferred_spans import DeferredSpans
+from ._forks import in_fork_children
 from ._parked import ParkedResponses
 from .conversation import ResponseChains
 from .records import Outcome
@@ -94,20 +94,15 @@ class Telemetry:
         self.unfinished: dict[int, Unfinished] = {}
         """Streams handed out and not ended yet, by id: `end_unfinished` ends them at exit."""
         self.parked = ParkedResponses()
+        self.deferred: DeferredSpans | None = None
+        """Where ended calls' spans go to be made off the caller's thread (`_deferred_spans`):
+        set where otelstats' processor alone sees them; None: made by the caller."""
         """Background responses still going on at the server (`_background`)."""
         self.generation = 0
         """How many forks deep this process is from the one that made this: a call belongs to
         the process that started it (`Call.end` in a fork child records nothing of it)."""
         self._logged: set[str] = set()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-
-            def after_in_child() -> None:
-                telemetry = ref()
-                if telemetry is not None:
-                    telemetry.forked()
-
-            os.register_at_fork(after_in_child=after_in_child)
+        in_fork_children(self.forked)
 
     def forked(self) -> None:
         """In a fork child: the calls open at the fork (a stream being read) are the parent's,
@@ -374,16 +369,25 @@ class Call:
             attributes[semconv.RESPONSE_TIME_TO_FIRST_CHUNK] = first_chunk_s
         if error is not None and semconv.ERROR_TYPE not in attributes:
             attributes[semconv.ERROR_TYPE] = type(error).__qualname__
-        span = self.span
-        if span is None:
-            span = self.start_span({**self.attributes, **attributes})
-        else:
-            span.set_attributes(attributes)
-        if outcome == "error" or (outcome == "incomplete" and error is not None):
-            span.set_status(StatusCode.ERROR, str(error)[:200] if error is not None else None)
-        span.end(None if ended is None else self.start_ns + int(duration * 1e9))
-
+        failed = outcome == "error" or (outcome == "incomplete" and error is not None)
+        description = str(error)[:200] if failed and error is not None else None
         telemetry = self.telemetry
+        span = self.span
+        if span is not None:  # started early (`_coexist`)
+            span.set_attributes(attributes)
+        else:
+            merged = {**self.attributes, **attributes}
+            deferred = telemetry.deferred
+            if deferred is None or not deferred.put(
+                (telemetry.tracer, self.name, self.context, merged, self.start_ns,
+                 self.start_ns + int(duration * 1e9), failed, description)
+            ):  # fmt: skip
+                span = self.start_span(merged)
+        if span is not None:
+            if failed:
+                span.set_status(StatusCode.ERROR, description)
+            span.end(None if ended is None else self.start_ns + int(duration * 1e9))
+
         if self.remember:
             response_id = attributes.get(semconv.RESPONSE_ID)
             conversation_id = self.attributes.get(semconv.CONVERSATION_ID)

@@ -34,6 +34,7 @@ from .every_call import StatsSpanProcessor
 from .exporter import StatsSpanExporter
 
 if TYPE_CHECKING:
+    from ._deferred_spans import DeferredSpans
     from .store import Store
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Handle:
             except Exception:
                 log.exception("otelstats: uninstrumenting the openai SDK failed")
         # Shutting the processor down flushes it and shuts the exporter down (spool → journal).
-        self._processor.shutdown()  # type: ignore[no-untyped-call]
+        self._processor.shutdown()
         if self._owns_tracer_provider:
             self.tracer_provider.shutdown()
         if self._owned_meter_provider is not None:
@@ -268,7 +269,10 @@ def _build(
         _owned_meter_provider=owned_mp,
         _metrics_server=server,
     )
-    handle._instrumentor = _instrument_openai(tracer_provider, meter_provider, resolved)
+    # On a provider of our own, nothing but our processor sees the calls' spans: they are made
+    # off the callers' threads (`_deferred_spans`). An app's own provider gets them as they end.
+    deferred = processor.deferred if owns_tp else None
+    handle._instrumentor = _instrument_openai(tracer_provider, meter_provider, resolved, deferred)
     return handle
 
 
@@ -314,7 +318,10 @@ def _start_live_metrics(port: int) -> tuple[Any, Any]:
 
 
 def _instrument_openai(
-    tracer_provider: TracerProvider, meter_provider: metrics.MeterProvider, settings: Settings
+    tracer_provider: TracerProvider,
+    meter_provider: metrics.MeterProvider,
+    settings: Settings,
+    deferred: DeferredSpans | None,
 ) -> Any:
     """Instrument the openai SDK; None when it is missing or someone else instrumented it."""
     from .instrumentation import OpenAIInstrumentor
@@ -328,5 +335,6 @@ def _instrument_openai(
         meter_provider=meter_provider,
         settings=settings,
         conversation_salt=conversation_salt(),
+        deferred_spans=deferred,
     )
     return instrumentor if instrumentor.is_instrumented_by_opentelemetry else None

@@ -27,6 +27,7 @@ from opentelemetry.util.types import Attributes
 
 from . import semconv
 from ._child_exit import shutdown_at_child_exit
+from ._deferred_spans import DeferredSpans
 from ._gevent import settle_platform_for_gevent
 
 _DROP = Decision.DROP
@@ -73,6 +74,9 @@ class StatsSpanProcessor(BatchSpanProcessor):
 
     Use it in place of BatchSpanProcessor in front of `StatsSpanExporter` in a pipeline of your
     own: `provider.add_span_processor(StatsSpanProcessor(StatsSpanExporter(db)))`.
+
+    `deferred` takes the spans of calls to make off the callers' threads, where it alone sees
+    them (`_deferred_spans`); its pending spans are made first when this is flushed or shut down.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -85,6 +89,33 @@ class StatsSpanProcessor(BatchSpanProcessor):
         self._emit: Callable[[ReadableSpan], None] | None = getattr(
             getattr(self, "_batch_processor", None), "emit", None
         )
+        # Spans made off the callers' threads: every export interval, an export batch at a
+        # time, and no more pending than the queue holds (`_deferred_spans`).
+        self.deferred = DeferredSpans(
+            self._setting("schedule_delay_millis", 5000) / 1e3,
+            self._export_now,
+            batch=self._setting("max_export_batch_size", 512),
+            limit=self._setting("max_queue_size", 2048),
+        )
+
+    def _setting(self, name: str, default: int) -> int:
+        """One of the batch processor's settings as resolved (arguments, then environment):
+        the SDK's BatchProcessor holds it (1.3x+), the older BatchSpanProcessor itself."""
+        value = getattr(getattr(self, "_batch_processor", None), f"_{name}", None)
+        if value is None:
+            value = getattr(self, name, None)
+        return int(value) if isinstance(value, (int, float)) and value > 0 else default
+
+    def _export_now(self) -> bool:
+        return BatchSpanProcessor.force_flush(self)
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        self.deferred.make()
+        return super().force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.deferred.close()
+        super().shutdown()  # type: ignore[no-untyped-call]
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context

@@ -11,9 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ._forks import in_fork_children
 from ._spool import Journal, MemorySpool
 from .config import Settings, default_db_path, sqlite_file
 from .records import span_to_record
@@ -140,15 +139,7 @@ class StatsSpanExporter(SpanExporter):
         """Dropped records not yet added to the database's `dropped_records` counter."""
         self._last_error: str | None = None
         self._logged: set[str] = set()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.WeakMethod(self._after_fork_in_child)
-
-            def _after_in_child() -> None:
-                method = ref()
-                if method is not None:
-                    method()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        in_fork_children(self._after_fork_in_child)
 
     # -- public -----------------------------------------------------------------------------
 

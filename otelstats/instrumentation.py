@@ -2,7 +2,9 @@
 
 Uses only the OpenTelemetry API, so it works under any SDK setup (otelstats' own, the app's, OTLP).
 `instrument(tracer_provider=..., meter_provider=..., settings=..., stream_usage=...,
-capture_content=..., conversation_salt=...)`; `uninstrument()` unwraps exactly what was wrapped.
+capture_content=..., conversation_salt=..., deferred_spans=...)`; `uninstrument()` unwraps exactly
+what was wrapped. `deferred_spans` (a `StatsSpanProcessor`'s `deferred`) makes the calls' spans
+off the callers' threads: only for a provider that processor alone is on (`_deferred_spans`).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         record_every_call(tracer)
         meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
         telemetry = Telemetry(tracer, meter, _options(settings, merged))
+        # Only for a provider nothing but otelstats' processor sees (`_deferred_spans`).
+        telemetry.deferred = kwargs.get("deferred_spans")
         self.telemetry = telemetry
         self._sockets = Sockets(telemetry)
         if not self._telemetries:

@@ -266,6 +266,49 @@ def test_every_call_is_counted_whatever_the_trace_sampling(
     assert count_calls(db) == 4
 
 
+_WHO_MAKES_SPANS = """
+import threading
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+import otelstats
+
+class Probe(SpanProcessor):
+    threads = []
+    def on_start(self, span, parent_context=None):
+        self.threads.append(threading.current_thread() is threading.main_thread())
+
+probe = Probe()
+if sys.argv[2] == "app-tracing":   # the app's own SDK provider, set up first
+    provider = TracerProvider()
+    provider.add_span_processor(probe)
+    trace.set_tracer_provider(provider)
+handle = otelstats.instrument(sys.argv[1], export_interval_ms=600_000)
+if sys.argv[2] == "no-tracing":    # what only otelstats' processor is on
+    handle.tracer_provider.add_span_processor(probe)
+calls(2)
+print(len(Probe.threads), all(Probe.threads))
+handle.flush()
+print(len(Probe.threads), all(Probe.threads))
+"""
+
+
+@pytest.mark.parametrize(
+    ("scenario", "before_flush"), [("no-tracing", "0 True"), ("app-tracing", "3 True")]
+)
+def test_spans_are_made_later_where_only_otelstats_sees_them(
+    tmp_path: Path, scenario: str, before_flush: str
+) -> None:
+    """On the provider of its own that instrument() makes, the calls' spans are not made by
+    the calls but later (`_deferred_spans`; here at the flush, the interval being long); on
+    the app's own provider, whose processors may expect them as a call ends, by the call."""
+    db = tmp_path / "stats.db"
+    result = _run(_script(tmp_path, _WHO_MAKES_SPANS), str(db), scenario)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [before_flush, "3 True"]
+    assert count_calls(db) == 3
+
+
 def test_shutdown_stops_recording_and_calls_still_work(tmp_path: Path) -> None:
     db = tmp_path / "stats.db"
     script = _script(
