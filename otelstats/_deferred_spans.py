@@ -80,26 +80,32 @@ class DeferredSpans:
         self._thread: threading.Thread | None = None
 
     def put(self, pending: Pending) -> bool:
-        """Queue one call's span; False when the caller must make it now (closed, or full)."""
+        """Queue one call's span; False when the caller must make it now: closed, full, or no
+        thread of ours can start (Python 3.12 starts none at interpreter exit, where a stream
+        left open is ended)."""
         queue = self._queue
         if self._closed or len(queue) >= self._limit:
             return False
+        if self._thread is None and not self._start():
+            return False
         queue.append(pending)
-        if not self._armed:
-            self._arm()
+        if not self._armed:  # after the append: a batch made meanwhile leaves it for the next
+            self._armed = True
+            self._wake.set()
         elif len(queue) >= self._batch and not self._hurry.is_set():
             self._hurry.set()
         return True
 
-    def _arm(self) -> None:
+    def _start(self) -> bool:
         with self._starting:
-            self._armed = True
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="otelstats-spans", daemon=True
-                )
-                self._thread.start()
-        self._wake.set()
+                thread = threading.Thread(target=self._run, name="otelstats-spans", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:
+                    return False
+                self._thread = thread
+        return True
 
     def _run(self) -> None:
         while True:
@@ -112,6 +118,8 @@ class DeferredSpans:
             # Before making the batch: a call queued from here on arms the next one.
             self._armed = False
             self.make()
+            if self._closed:
+                return
 
     def make(self) -> None:
         """Make every pending span now, exporting after each batch (the processor's flush)."""

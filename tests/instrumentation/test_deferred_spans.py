@@ -209,6 +209,31 @@ def test_past_the_limit_a_call_makes_its_own_span() -> None:
     provider.shutdown()
 
 
+def test_where_no_thread_can_start_the_caller_makes_its_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.12 starts no thread at interpreter exit, where a stream left open is ended
+    (`Telemetry.end_unfinished`): the first call of a process ended there must still be
+    recorded. Injected here as `Thread.start` raising what 3.12 raises then."""
+    provider = TracerProvider()
+    probe = Probe()
+    provider.add_span_processor(probe)
+    tracer = provider.get_tracer("test")
+    deferred = DeferredSpans(600, lambda: None, batch=100, limit=100)
+    pending = (tracer, "chat m", Context(), {semconv.REQUEST_MODEL: "m"}, 1, 2, False, None)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refused)
+        assert deferred.put(pending) is False  # not queued: made by its caller
+    assert deferred.put(pending) is True  # a thread can start again: queued
+    deferred.close()
+    assert len(probe.spans) == 1
+    provider.shutdown()
+
+
 def _stored(db: Path) -> int:
     """Calls stored so far; 0 before the exporter has made the database."""
     try:
