@@ -17,7 +17,9 @@ Nothing is lost and nothing waits longer than before:
   overflows; past as many pending calls as that queue holds, a call's span is made on its own
   thread, as before;
 - a fork child drops its copy of the parent's pending calls (the parent records them) and starts
-  a thread of its own at its first call.
+  a thread of its own at its first call;
+- under gevent the thread and the events it waits on are of one kind, patched or not, whichever
+  of `otelstats.instrument()` and gevent's patching comes first.
 
 With an app's own provider, whose processors may look at the caller's context when a span starts
 or expect it exported when the call returns, spans are made on the caller's thread as before.
@@ -66,6 +68,11 @@ class DeferredSpans:
         self._logged = False
         self._reset()
         in_fork_children(self._reset)
+        # Started now, with the events it waits on, as the SDK's batch processor starts its own:
+        # started at the first call, after gevent patched `threading` (`otelstats.instrument()`
+        # first, as under `otelstats run`), it would be a greenlet blocking the whole process on
+        # these unpatched events. A fork child makes both anew, then at its first call.
+        self._start()
 
     def _reset(self) -> None:
         """A fresh state: at creation, and in a fork child (the parent's pending calls are the

@@ -26,11 +26,12 @@ from ._instr_request import (
     refused_usage,
     retry_without_usage,
 )
-from ._instr_telemetry import Call, Telemetry, timings_attributes, usage_attributes
+from ._instr_telemetry import Call, Telemetry
 from ._long_strings import captured
 from ._parked import WAITING
 from ._responses_state import response_outcome
 from ._stream_proxies import AsyncStreamProxy, SyncStreamProxy
+from ._usage import timings_attributes, usage_attributes
 from .records import Outcome
 
 _ACTIVE: ContextVar[Call | None] = ContextVar("otelstats_active_call", default=None)

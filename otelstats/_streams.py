@@ -15,8 +15,9 @@ from time import perf_counter
 from typing import Any
 
 from . import semconv
-from ._instr_telemetry import Call, timings_attributes, usage_attributes
+from ._instr_telemetry import Call
 from ._long_strings import captured
+from ._usage import timings_attributes, usage_attributes
 from .records import Outcome
 
 _TRANSPORT_ERRORS = frozenset({"APIConnectionError", "APITimeoutError", "TransportError"})

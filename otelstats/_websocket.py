@@ -33,8 +33,9 @@ from typing import Any
 
 from . import semconv
 from ._instr_request import RESPONSES, Prepared, omitted
-from ._instr_telemetry import JSONObject, Telemetry
+from ._instr_telemetry import Telemetry
 from ._responses_state import ResponsesState
+from ._usage import JSONObject
 
 _LIFECYCLE = r'"(?:response\.(?:created|completed|incomplete|failed)|error)"'
 _MARKERS: dict[type, Callable[[Any], object]] = {
