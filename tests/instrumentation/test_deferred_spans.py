@@ -213,13 +213,12 @@ def test_where_no_thread_can_start_the_caller_makes_its_span(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Python 3.12 starts no thread at interpreter exit, where a stream left open is ended
-    (`Telemetry.end_unfinished`): the first call of a process ended there must still be
-    recorded. Injected here as `Thread.start` raising what 3.12 raises then."""
+    (`Telemetry.end_unfinished`): in a fork child whose only call that is, the call must still
+    be recorded. Injected here as `Thread.start` raising what 3.12 raises then."""
     provider = TracerProvider()
     probe = Probe()
     provider.add_span_processor(probe)
     tracer = provider.get_tracer("test")
-    deferred = DeferredSpans(600, lambda: None, batch=100, limit=100)
     pending = (tracer, "chat m", Context(), {semconv.REQUEST_MODEL: "m"}, 1, 2, False, None)
 
     def refused(self: threading.Thread) -> None:
@@ -227,6 +226,7 @@ def test_where_no_thread_can_start_the_caller_makes_its_span(
 
     with monkeypatch.context() as patched:
         patched.setattr(threading.Thread, "start", refused)
+        deferred = DeferredSpans(600, lambda: None, batch=100, limit=100)
         assert deferred.put(pending) is False  # not queued: made by its caller
     assert deferred.put(pending) is True  # a thread can start again: queued
     deferred.close()
