@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from ._forks import in_fork_children
 
@@ -45,9 +45,31 @@ Pending = tuple[Tracer, str, Context, dict[str, Any], int, int, bool, "str | Non
 ns since the epoch, failed, the failure's description)."""
 
 
+def start_call_span(
+    tracer: Tracer, name: str, context: Context, attributes: dict[str, Any], start_ns: int
+) -> Span:
+    """Start the span of a call, with its start time, parent and attributes."""
+    return tracer.start_span(
+        name, context, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
+    )
+
+
+def end_call_span(span: Span, end_ns: int, failed: bool, description: str | None) -> None:
+    if failed:
+        span.set_status(StatusCode.ERROR, description)
+    span.end(end_ns)
+
+
+def make_span(pending: Pending) -> None:
+    """Make one ended call's span: on the thread of `DeferredSpans`, or on the caller's."""
+    tracer, name, context, attributes, start_ns, end_ns, failed, description = pending
+    span = start_call_span(tracer, name, context, attributes, start_ns)
+    end_call_span(span, end_ns, failed, description)
+
+
 class DeferredSpans:
     """Calls ended and their spans not made yet; `put` from any thread, made by one thread of
-    its own (started at the first call) every `window_s`, or at once when `batch` are pending.
+    its own (started with it) every `window_s`, or at once when `batch` are pending.
     `export()` is called after each `batch` made (the processor's flush, without this): the
     processor's export batch, so that its queue never overflows. At most `limit` pending (what
     its queue holds); a call past it makes its span on its own thread."""
@@ -81,9 +103,8 @@ class DeferredSpans:
         self._making = threading.Lock()
         self._starting = threading.Lock()
         self._wake = threading.Event()
+        """Set: a batch is waiting for the thread (set by the first call after one was made)."""
         self._hurry = threading.Event()
-        self._armed = False
-        """A batch is waiting for the thread: set by the first call after a batch was made."""
         self._thread: threading.Thread | None = None
 
     def put(self, pending: Pending) -> bool:
@@ -96,8 +117,9 @@ class DeferredSpans:
         if self._thread is None and not self._start():
             return False
         queue.append(pending)
-        if not self._armed:  # after the append: a batch made meanwhile leaves it for the next
-            self._armed = True
+        # Checked after the append: the thread clears it before it makes a batch, so this call
+        # is in that batch or wakes the thread for the next.
+        if not self._wake.is_set():
             self._wake.set()
         elif len(queue) >= self._batch and not self._hurry.is_set():
             self._hurry.set()
@@ -120,10 +142,9 @@ class DeferredSpans:
             if self._closed:
                 return
             self._hurry.wait(self._window_s)
+            # Before making the batch: a call queued from here on wakes the thread again.
             self._wake.clear()
             self._hurry.clear()
-            # Before making the batch: a call queued from here on arms the next one.
-            self._armed = False
             self.make()
             if self._closed:
                 return
@@ -141,14 +162,8 @@ class DeferredSpans:
                     self._failed()
 
     def _make_one(self, pending: Pending) -> None:
-        tracer, name, context, attributes, start_ns, end_ns, failed, description = pending
         try:
-            span = tracer.start_span(
-                name, context, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
-            )
-            if failed:
-                span.set_status(StatusCode.ERROR, description)
-            span.end(end_ns)
+            make_span(pending)
         except Exception:
             self._failed()
 

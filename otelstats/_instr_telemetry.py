@@ -19,14 +19,18 @@ from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     Span,
-    SpanKind,
-    StatusCode,
     Tracer,
 )
 
 from . import semconv
 from ._coexist import encloses_call, mark
-from ._deferred_spans import DeferredSpans
+from ._deferred_spans import (
+    DeferredSpans,
+    Pending,
+    end_call_span,
+    make_span,
+    start_call_span,
+)
 from ._forks import in_fork_children
 from ._parked import ParkedResponses
 from .conversation import ResponseChains
@@ -229,12 +233,8 @@ class Call:
     def start_span(self, attributes: dict[str, Any]) -> Span:
         """Start the call's span (once), with the call's start time, parent and `attributes`."""
         self.span = _STARTING
-        span = self.span = self.telemetry.tracer.start_span(
-            self.name,
-            self.context,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            start_time=self.start_ns,
+        span = self.span = start_call_span(
+            self.telemetry.tracer, self.name, self.context, attributes, self.start_ns
         )
         return span
 
@@ -279,22 +279,19 @@ class Call:
             attributes[semconv.ERROR_TYPE] = type(error).__qualname__
         failed = outcome == "error" or (outcome == "incomplete" and error is not None)
         description = str(error)[:200] if failed and error is not None else None
+        end_ns = time.time_ns() if ended is None else self.start_ns + int(duration * 1e9)
         telemetry = self.telemetry
         span = self.span
         if span is not None:  # started early (`_coexist`)
             span.set_attributes(attributes)
+            end_call_span(span, end_ns, failed, description)
         else:
-            merged = {**self.attributes, **attributes}
+            pending: Pending = (telemetry.tracer, self.name, self.context,
+                                {**self.attributes, **attributes}, self.start_ns, end_ns, failed,
+                                description)  # fmt: skip
             deferred = telemetry.deferred
-            if deferred is None or not deferred.put(
-                (telemetry.tracer, self.name, self.context, merged, self.start_ns,
-                 self.start_ns + int(duration * 1e9), failed, description)
-            ):  # fmt: skip
-                span = self.start_span(merged)
-        if span is not None:
-            if failed:
-                span.set_status(StatusCode.ERROR, description)
-            span.end(None if ended is None else self.start_ns + int(duration * 1e9))
+            if deferred is None or not deferred.put(pending):
+                make_span(pending)  # here and now
 
         if self.remember:
             response_id = attributes.get(semconv.RESPONSE_ID)

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.trace import StatusCode
 
 from otelstats import semconv
-from otelstats._deferred_spans import DeferredSpans
+from otelstats._deferred_spans import DeferredSpans, Pending
 from otelstats.every_call import StatsSpanProcessor
 from otelstats.exporter import StatsSpanExporter
 from otelstats.fake_server import FakeOpenAIServer, Reply
@@ -195,12 +195,8 @@ def test_a_burst_is_made_an_export_batch_at_a_time_and_loses_no_call(
 def test_past_the_limit_a_call_makes_its_own_span() -> None:
     """No more calls wait than the processor's queue holds: `put` refuses the next one, whose
     caller then makes its span itself (`Call.end`)."""
-    provider = TracerProvider()
-    probe = Probe()
-    provider.add_span_processor(probe)
-    tracer = provider.get_tracer("test")
+    provider, probe, pending = _one_call()
     deferred = DeferredSpans(600, lambda: None, batch=100, limit=3)
-    pending = (tracer, "chat m", Context(), {semconv.REQUEST_MODEL: "m"}, 1, 2, False, None)
     assert [deferred.put(pending) for _ in range(5)] == [True, True, True, False, False]
     assert probe.spans == []
     deferred.close()
@@ -215,11 +211,7 @@ def test_where_no_thread_can_start_the_caller_makes_its_span(
     """Python 3.12 starts no thread at interpreter exit, where a stream left open is ended
     (`Telemetry.end_unfinished`): in a fork child whose only call that is, the call must still
     be recorded. Injected here as `Thread.start` raising what 3.12 raises then."""
-    provider = TracerProvider()
-    probe = Probe()
-    provider.add_span_processor(probe)
-    tracer = provider.get_tracer("test")
-    pending = (tracer, "chat m", Context(), {semconv.REQUEST_MODEL: "m"}, 1, 2, False, None)
+    provider, probe, pending = _one_call()
 
     def refused(self: threading.Thread) -> None:
         raise RuntimeError("can't create new thread at interpreter shutdown")
@@ -232,6 +224,16 @@ def test_where_no_thread_can_start_the_caller_makes_its_span(
     deferred.close()
     assert len(probe.spans) == 1
     provider.shutdown()
+
+
+def _one_call() -> tuple[TracerProvider, Probe, Pending]:
+    """A provider with a Probe on it, and one call's span to make through its tracer."""
+    provider = TracerProvider()
+    probe = Probe()
+    provider.add_span_processor(probe)
+    tracer = provider.get_tracer("test")
+    attributes = {semconv.REQUEST_MODEL: "m"}
+    return provider, probe, (tracer, "chat m", Context(), attributes, 1, 2, False, None)
 
 
 def _stored(db: Path) -> int:
